@@ -1,0 +1,53 @@
+"""Make ``anomalib --model DivideAssemble`` work, at no cost to other Python programs.
+
+anomalib's command line resolves ``--model`` short names among the model classes already
+imported, and has no plugin mechanism. The ``anomalib_divass_autoload.pth`` file installed
+with the package imports this small module at interpreter start; it only adds a finder to
+``sys.meta_path`` (no anomalib, no torch). When, and only when, ``anomalib.cli.cli`` is
+imported, the finder lets it load and then imports ``anomalib_divass``, which registers
+``DivideAssemble`` and the ``MVTec`` data alias before the arguments are parsed.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib.machinery import PathFinder
+
+_TARGET = "anomalib.cli.cli"
+_MARKER = "_anomalib_divass_cli_watcher"
+
+
+class _CLIWatcher:
+    """Meta path finder that imports the plugin right after ``anomalib.cli.cli`` loads."""
+
+    _anomalib_divass_cli_watcher = True
+
+    def find_spec(self, fullname: str, path: object = None, target: object = None) -> object:
+        if fullname != _TARGET:
+            return None
+        spec = PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        load = spec.loader.exec_module
+
+        def exec_module(module: object) -> None:
+            load(module)
+            try:
+                import anomalib_divass  # noqa: F401, PLC0415  (registers DivideAssemble, MVTec)
+            except Exception as error:
+                print(f"anomalib-divass: plugin not loaded ({error!r}).", file=sys.stderr)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+    def invalidate_caches(self) -> None:
+        """Nothing cached."""
+
+
+def install() -> None:
+    """Add the watcher once (``.pth`` lines may run more than once per start)."""
+    if not any(getattr(finder, _MARKER, False) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _CLIWatcher())
+
+
+install()

@@ -1,0 +1,111 @@
+"""The network: shapes, no bypass around the memories, granularity checks, scoring."""
+
+import pytest
+import torch
+from anomalib.data import InferenceBatch
+from anomalib.models.components import GaussianBlur2d
+
+from anomalib_divass.anomaly_map import AnomalyMapGenerator, SeparableGaussianBlur
+from anomalib_divass.memory import MemoryReadout
+from anomalib_divass.torch_model import DivideAssembleModel, check_input_size, input_size_multiple
+
+SMALL = {"channels": (8, 16, 16), "granularity": (4, 2, 1), "num_items": 12, "discriminator_channels": (8, 16)}
+
+
+class ConstantMemory(torch.nn.Module):
+    """Stands in for a BlockMemory and ignores its input."""
+
+    def forward(self, features: torch.Tensor) -> MemoryReadout:
+        torch.manual_seed(123)
+        constant = torch.randn(features.shape[1:]).expand_as(features)
+        return MemoryReadout(constant, torch.ones(1, 1), features.new_zeros(()))
+
+
+def test_train_and_eval_outputs() -> None:
+    model = DivideAssembleModel(**SMALL)
+    images = torch.rand(2, 3, 32, 32)
+    reconstruction = model.train()(images)
+    assert reconstruction.image.shape == images.shape
+    assert reconstruction.image.min() >= 0
+    assert reconstruction.image.max() <= 1
+    assert reconstruction.entropy.ndim == 0
+    predictions = model.eval()(images)
+    assert isinstance(predictions, InferenceBatch)
+    assert predictions.pred_score.shape == (2,)
+    assert predictions.anomaly_map.shape == (2, 1, 32, 32)
+
+
+def test_decoder_sees_no_raw_encoder_feature() -> None:
+    """With every memory replaced by a constant, the reconstruction ignores the input."""
+    model = DivideAssembleModel(**SMALL).eval()
+    model.autoencoder.memories = torch.nn.ModuleList(ConstantMemory() for _ in SMALL["granularity"])
+    first = model.autoencoder(torch.rand(2, 3, 32, 32)).image
+    second = model.autoencoder(torch.rand(2, 3, 32, 32) * 5).image
+    assert torch.allclose(first, second)
+
+
+def test_vanilla_autoencoder_depends_on_input() -> None:
+    model = DivideAssembleModel(**SMALL, use_memory=False).eval()
+    first = model.autoencoder(torch.rand(1, 3, 32, 32)).image
+    second = model.autoencoder(torch.rand(1, 3, 32, 32)).image
+    assert not torch.allclose(first, second)
+    assert sum(p.numel() for p in model.autoencoder.memories.parameters()) > 0  # same network otherwise
+
+
+def test_gradients_reach_encoder_memories_and_decoder() -> None:
+    model = DivideAssembleModel(**SMALL).train()
+    images = torch.rand(2, 3, 32, 32)
+    reconstruction = model(images)
+    ((reconstruction.image - images).abs().mean() + reconstruction.entropy).backward()
+    for name, parameter in model.autoencoder.named_parameters():
+        assert parameter.grad is not None, name
+        assert parameter.grad.abs().sum() > 0, name
+
+
+def test_one_channel_input_is_repeated() -> None:
+    model = DivideAssembleModel(**SMALL).eval()
+    gray = torch.rand(1, 1, 32, 32)
+    assert torch.allclose(model(gray).pred_score, model(gray.expand(-1, 3, -1, -1)).pred_score)
+
+
+def test_input_size_must_fit_strides_and_blocks() -> None:
+    assert input_size_multiple((16, 8, 4, 2, 1)) == 32
+    assert input_size_multiple((4, 2, 1)) == 8
+    check_input_size((256, 256), (16, 8, 4, 2, 1))
+    with pytest.raises(ValueError, match=r"250 x 250 does not fit.*multiple of 32.*256"):
+        check_input_size((250, 250), (16, 8, 4, 2, 1))
+    model = DivideAssembleModel(**SMALL)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        model(torch.rand(1, 3, 36, 36))
+
+
+def test_granularity_needs_one_block_size_per_scale() -> None:
+    with pytest.raises(ValueError, match="one block size per scale"):
+        DivideAssembleModel(channels=(8, 16), granularity=(4, 2, 1))
+
+
+def test_latent_term_changes_the_map() -> None:
+    torch.manual_seed(0)
+    daad = DivideAssembleModel(**SMALL, latent_weight=0.0).eval()
+    daad_plus = DivideAssembleModel(**SMALL, latent_weight=1.0).eval()
+    daad_plus.load_state_dict(daad.state_dict())
+    images = torch.rand(2, 3, 32, 32)
+    assert (daad_plus(images).anomaly_map > daad(images).anomaly_map).any()
+    assert (daad_plus(images).anomaly_map >= daad(images).anomaly_map - 1e-7).all()
+
+
+def test_separable_blur_equals_anomalib_gaussian_blur() -> None:
+    maps = torch.rand(2, 1, 40, 56)
+    reference = GaussianBlur2d(kernel_size=33, sigma=4.0, channels=1)(maps)
+    assert torch.allclose(SeparableGaussianBlur(4.0)(maps), reference, atol=1e-5)
+
+
+def test_map_is_error_where_images_differ() -> None:
+    images = torch.zeros(1, 3, 32, 32)
+    reconstructions = images.clone()
+    reconstructions[..., 20:24, 4:8] = 1.0
+    anomaly_map = AnomalyMapGenerator(sigma=1.0)(images, reconstructions)
+    peak = divmod(int(anomaly_map.flatten().argmax()), 32)
+    assert 20 <= peak[0] < 24
+    assert 4 <= peak[1] < 8
+    assert AnomalyMapGenerator.score(anomaly_map).item() == pytest.approx(anomaly_map.max().item())
