@@ -50,7 +50,7 @@ def run_demo(argv: Sequence[str] = ()) -> dict[str, float]:
     root, category = args.root, args.category
     if root is None:
         root, category = DEMO_ROOT, category or DEMO_CATEGORY
-        print(f"Demo data: {make_demo_category(root, category)}")  # noqa: T201
+        print(f"Demo data: {make_demo_category(root, category)}")
     category = category or "bottle"
     cli_args = [
         "train",
@@ -70,15 +70,17 @@ def run_demo(argv: Sequence[str] = ()) -> dict[str, float]:
         str(args.results),
         *extra,
     ]
-    print("anomalib " + " ".join(cli_args))  # noqa: T201
+    print("anomalib " + " ".join(cli_args))
     cli = AnomalibCLI(args=cli_args)
     trainer = cli.engine.trainer
-    metrics = {name: float(value) for name, value in trainer.callback_metrics.items() if name[:6] in {"image_", "pixel_"}}
+    metrics = {
+        name: float(value) for name, value in trainer.callback_metrics.items() if name[:6] in {"image_", "pixel_"}
+    }
     images = Path(trainer.default_root_dir) / "images"
-    print("\nDivideAssemble on", Path(root) / category)  # noqa: T201
+    print("\nDivideAssemble on", Path(root) / category)
     for name in ("image_AUROC", "pixel_AUROC", "image_F1Score", "pixel_F1Score"):
         if name in metrics:
-            print(f"  {name:14s} {metrics[name]:.3f}")  # noqa: T201
-    print(f"Visualizations: {images.resolve()}")  # noqa: T201
-    print(f"Checkpoint:     {Path(trainer.checkpoint_callback.best_model_path).resolve()}")  # noqa: T201
+            print(f"  {name:14s} {metrics[name]:.3f}")
+    print(f"Visualizations: {images.resolve()}")
+    print(f"Checkpoint:     {Path(trainer.checkpoint_callback.best_model_path).resolve()}")
     return metrics
