@@ -1,0 +1,199 @@
+"""The real anomalib command line, in subprocesses, on a tiny generated dataset.
+
+One training run (the literal ``anomalib train --model DivideAssemble --data MVTec``) is
+shared by the tests of this module; each test checks one thing a user relies on.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.integration
+
+BIN = Path(sys.executable).parent
+METRIC_ROW = re.compile(r"│\s*(image_\w+|pixel_\w+)\s*│\s*([0-9.eE+-]+)\s*│")
+
+
+def run(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def metrics_of(output: str) -> dict[str, float]:
+    return {name: float(value) for name, value in METRIC_ROW.findall(output)}
+
+
+@dataclass
+class TrainedRun:
+    root: Path
+    workdir: Path
+    process: subprocess.CompletedProcess
+    results: Path
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.results / "weights" / "lightning" / "model.ckpt"
+
+
+EPOCHS = 12
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
+    workdir = tmp_path_factory.mktemp("run")
+    process = run(
+        [
+            str(BIN / "anomalib"),
+            "train",
+            "--model",
+            "DivideAssemble",
+            "--data",
+            "MVTec",
+            "--data.root",
+            str(tiny_root),
+            "--data.category",
+            "washer",
+            "--data.train_batch_size",
+            "8",
+            "--trainer.max_epochs",
+            str(EPOCHS),
+            "--trainer.logger",
+            "lightning.pytorch.loggers.CSVLogger",
+            "--trainer.logger.save_dir",
+            str(workdir / "logs"),
+        ],
+        cwd=workdir,
+    )
+    return TrainedRun(tiny_root, workdir, process, workdir / "results" / "DivideAssemble" / "MVTecAD" / "washer" / "v0")
+
+
+def test_literal_command_trains_and_tests(trained: TrainedRun) -> None:
+    assert trained.process.returncode == 0, trained.process.stderr[-3000:]
+    metrics = metrics_of(trained.process.stdout)
+    assert {"image_AUROC", "pixel_AUROC", "image_F1Score", "pixel_F1Score"} <= metrics.keys(), trained.process.stdout
+    # Results land where MVTecAD puts them, with checkpoint and visualizations.
+    assert trained.checkpoint.is_file()
+    images = list((trained.results / "images").rglob("*.png"))
+    assert len(images) == 8 + 8
+
+
+def test_generator_loss_falls(trained: TrainedRun) -> None:
+    (log,) = (trained.workdir / "logs").rglob("metrics.csv")
+    with log.open() as file:
+        losses = [float(row["generator_loss"]) for row in csv.DictReader(file) if row.get("generator_loss")]
+    assert len(losses) == EPOCHS
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_obvious_defects_score_above_normal_images(trained: TrainedRun) -> None:
+    metrics = metrics_of(trained.process.stdout)
+    assert metrics["image_AUROC"] >= 0.9, metrics
+    assert metrics["pixel_AUROC"] >= 0.9, metrics
+
+
+def test_reloaded_checkpoint_gives_the_same_scores(trained: TrainedRun) -> None:
+    process = run(
+        [
+            str(BIN / "anomalib"),
+            "test",
+            "--model",
+            "DivideAssemble",
+            "--data",
+            "MVTec",
+            "--data.root",
+            str(trained.root),
+            "--data.category",
+            "washer",
+            "--ckpt_path",
+            str(trained.checkpoint),
+        ],
+        cwd=trained.workdir,
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    before, after = metrics_of(trained.process.stdout), metrics_of(process.stdout)
+    assert before.keys() == after.keys()
+    for name, value in before.items():
+        assert after[name] == pytest.approx(value, abs=1e-6), name
+
+
+def test_checkpoint_from_another_granularity_is_refused(trained: TrainedRun) -> None:
+    process = run(
+        [
+            str(BIN / "anomalib"),
+            "test",
+            "--model",
+            "DivideAssemble",
+            "--model.granularity",
+            "[8,4,2,1,1]",
+            "--data",
+            "MVTec",
+            "--data.root",
+            str(trained.root),
+            "--data.category",
+            "washer",
+            "--ckpt_path",
+            str(trained.checkpoint),
+        ],
+        cwd=trained.workdir,
+    )
+    assert process.returncode != 0
+    assert "granularity: checkpoint [16, 8, 4, 2, 1], this model [8, 4, 2, 1, 1]" in process.stderr
+    assert "--model.granularity [16,8,4,2,1]" in process.stderr
+
+
+def test_checkpoint_loads_in_python_with_the_same_scores(trained: TrainedRun) -> None:
+    from anomalib_divass import DivideAssemble
+
+    model = DivideAssemble.load_from_checkpoint(trained.checkpoint).eval()
+    assert model.model.granularity == (16, 8, 4, 2, 1)
+    images = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        first, second = model(images), model(images)
+    assert torch.equal(first.pred_score, second.pred_score)
+    assert first.pred_label is not None  # post-processor thresholds travelled with the checkpoint
+
+
+def test_missing_data_folder_names_the_flag(tmp_path: Path) -> None:
+    process = run(
+        [str(BIN / "anomalib"), "train", "--model", "DivideAssemble", "--data", "MVTec", "--data.root", "nowhere"],
+        cwd=tmp_path,
+    )
+    assert process.returncode != 0
+    assert "--data.root" in process.stderr
+    assert "nowhere/bottle" in process.stderr
+    assert not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.parametrize("subcommand", ["train", "test", "predict", "export"])
+def test_console_script_accepts_every_subcommand(subcommand: str, tmp_path: Path) -> None:
+    process = run(
+        [str(BIN / "anomalib-divass"), subcommand, "--model", "anomalib_divass.DivideAssemble", "--print_config"],
+        cwd=tmp_path,
+    )
+    assert process.returncode == 0, process.stderr[-2000:]
+    assert "class_path: anomalib_divass.DivideAssemble" in process.stdout
+
+
+def test_shipped_config_parses(tmp_path: Path) -> None:
+    config = Path(__file__).parents[2] / "configs" / "divide_assemble.yaml"
+    process = run([str(BIN / "anomalib-divass"), "train", "--config", str(config), "--print_config"], cwd=tmp_path)
+    assert process.returncode == 0, process.stderr[-2000:]
+    assert "class_path: anomalib_divass.DivideAssemble" in process.stdout
+    assert "max_epochs:" in process.stdout
+
+
+def test_plugin_costs_nothing_at_interpreter_start() -> None:
+    code = (
+        "import sys; print('anomalib' in sys.modules, 'torch' in sys.modules, '_anomalib_divass_hook' in sys.modules)"
+    )
+    process = run([sys.executable, "-c", code], cwd=Path.cwd())
+    assert process.stdout.split() == ["False", "False", "True"]
