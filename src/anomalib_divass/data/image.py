@@ -81,7 +81,7 @@ def read_image(path: str | Path, as_tensor: bool = False) -> torch.Tensor | np.n
             if image.mode in {"I", "F", *_HIGH_DEPTH_MAX}:
                 array = _high_depth_to_rgb(image)
                 if as_tensor:
-                    return to_image(torch.from_numpy(array.astype(np.float32)))
+                    return to_image(torch.from_numpy(array.astype(np.float32)).permute(2, 0, 1))
                 return array
             rgb = image.convert("RGB")
     except (OSError, SyntaxError, ValueError) as error:

@@ -1,0 +1,92 @@
+"""DivideAssemble (the anomalib module): construction checks, NaN guard, checkpoint checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from anomalib.data import ImageBatch
+from anomalib.pre_processing import PreProcessor
+from lightning.pytorch import Trainer
+from torchvision.transforms.v2 import Resize
+
+from anomalib_divass import DivideAssemble
+from anomalib_divass.lightning_model import CheckpointMismatchError, NonFiniteLossError
+
+SMALL = {"channels": [8, 16, 16], "granularity": [4, 2, 1], "num_items": 8, "discriminator_channels": [8, 16]}
+
+
+def bare_model(**kwargs: object) -> DivideAssemble:
+    return DivideAssemble(**{**SMALL, **kwargs}, post_processor=False, evaluator=False, visualizer=False)
+
+
+def test_default_model_is_daad_at_256() -> None:
+    model = DivideAssemble()
+    assert model.input_size == (256, 256)
+    assert model.model.granularity == (16, 8, 4, 2, 1)
+    assert model.model.anomaly_map.latent_weight == 0
+    assert model.trainer_arguments["gradient_clip_val"] == 0
+    assert model.automatic_optimization is False
+
+
+def test_input_size_that_blocks_do_not_tile_is_refused_with_sizes_that_work() -> None:
+    with pytest.raises(ValueError, match=r"250 x 250 does not fit granularity \(16, 8, 4, 2, 1\).*multiple of 32"):
+        DivideAssemble(pre_processor=PreProcessor(transform=Resize((250, 250))))
+    DivideAssemble(pre_processor=PreProcessor(transform=Resize((224, 224))))
+
+
+def _loader(batches: list[torch.Tensor]) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader([ImageBatch(image=images) for images in batches], batch_size=None)
+
+
+def _trainer(epochs: int = 1) -> Trainer:
+    return Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+
+
+def test_training_steps_update_generator_and_discriminator() -> None:
+    torch.manual_seed(0)
+    model = bare_model(pre_processor=False)
+    before = {name: p.detach().clone() for name, p in model.model.named_parameters()}
+    _trainer().fit(model, train_dataloaders=_loader([torch.rand(4, 3, 32, 32) for _ in range(2)]))
+    changed = {name for name, p in model.model.named_parameters() if not torch.equal(p, before[name])}
+    assert any(name.startswith("autoencoder.memories") for name in changed)
+    assert any(name.startswith("autoencoder.encoder") for name in changed)
+    assert any(name.startswith("discriminator") for name in changed)
+
+
+def test_nan_loss_stops_training_and_names_the_step() -> None:
+    torch.manual_seed(0)
+    model = bare_model(pre_processor=False)
+    poisoned = torch.rand(4, 3, 32, 32)
+    poisoned[0, 0, 0, 0] = float("nan")
+    trainer = _trainer()
+    with pytest.raises(NonFiniteLossError, match=r"generator loss became non-finite .* global step 2, batch 1"):
+        trainer.fit(model, train_dataloaders=_loader([torch.rand(4, 3, 32, 32), poisoned]))
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_checkpoint_of_another_granularity_is_refused() -> None:
+    trained = bare_model()
+    checkpoint = {"hyper_parameters": dict(trained.hparams), "state_dict": trained.state_dict()}
+    other = bare_model(granularity=[2, 2, 1])
+    with pytest.raises(CheckpointMismatchError, match=r"granularity: checkpoint \[4, 2, 1\], this model \[2, 2, 1\]"):
+        other.on_load_checkpoint(checkpoint)
+    bare_model().on_load_checkpoint(checkpoint)  # same configuration: accepted
+
+
+def test_training_length_defaults_instead_of_lightnings_1000_epochs() -> None:
+    model = bare_model(pre_processor=False, default_max_epochs=2)
+    trainer = Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.fit(model, train_dataloaders=_loader([torch.rand(2, 3, 32, 32)]))
+    assert trainer.current_epoch == 2
+    explicit = _trainer(epochs=1)
+    explicit.fit(
+        bare_model(pre_processor=False, default_max_epochs=2), train_dataloaders=_loader([torch.rand(2, 3, 32, 32)])
+    )
+    assert explicit.current_epoch == 1
