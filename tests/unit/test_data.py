@@ -72,7 +72,7 @@ def test_corrupt_training_image_stops_with_its_name(tmp_path: Path) -> None:
     datamodule.prepare_data()
     datamodule.setup("fit")
     dataset = datamodule.train_data
-    with pytest.raises(ImageReadError, match="002.png"):
+    with pytest.raises(ImageReadError, match=r"002\.png"):
         [dataset[index] for index in range(len(dataset))]
 
 
