@@ -7,7 +7,7 @@ corrupt files.
 Example:
     >>> from anomalib_divass import DivideAssemble
     >>> DivideAssemble(pre_processor=False).model.granularity
-    (16, 8, 4, 2, 1)
+    (32, 16, 8, 4, 2)
 
 """
 

@@ -10,7 +10,7 @@ anomalib's ``PostProcessor``, ``Evaluator`` and ``ImageVisualizer`` do the rest.
 Example:
     >>> from anomalib.engine import Engine
     >>> from anomalib_divass import DivideAssemble, MVTec
-    >>> model = DivideAssemble(granularity=[16, 8, 4, 2, 1], latent_weight=0.0)
+    >>> model = DivideAssemble(granularity=[32, 16, 8, 4, 2], latent_weight=0.0)
     >>> engine = Engine(max_epochs=50)
     >>> engine.fit(model, datamodule=MVTec(root="datasets/MVTecAD"))  # doctest: +SKIP
 
@@ -61,7 +61,8 @@ class DivideAssemble(AnomalibModule):
 
     Args:
         granularity: Block side per scale in feature cells, finest scale first, one per
-            entry of ``channels``. The default gives every block 32 x 32 image pixels.
+            entry of ``channels``. The default gives every block 64 x 64 image pixels at 256 x 256
+            (a quarter of the image side at every scale).
         channels: Encoder channels per stride-2 scale, finest first.
         num_items: Memory items per scale.
         similarity: Memory addressing, ``"cosine"`` or ``"dot"``.
@@ -71,6 +72,8 @@ class DivideAssemble(AnomalibModule):
         latent_weight: Weight of the discriminator-feature error in the anomaly map;
             0 gives DAAD, > 0 gives DAAD+.
         sigma: Gaussian smoothing of the anomaly map, in pixels.
+        score_top_fraction: The image score is the mean of this fraction of the map's highest
+            pixels (1.0: the mean of the map; 1 / (H * W): its maximum).
         discriminator_channels: Channels of the discriminator's stride-2 blocks.
         adversarial_weight: Weight of the adversarial term of the generator loss.
         reconstruction_weight: Weight of the L1 reconstruction term.
@@ -95,7 +98,7 @@ class DivideAssemble(AnomalibModule):
 
     def __init__(
         self,
-        granularity: Sequence[int] = (16, 8, 4, 2, 1),
+        granularity: Sequence[int] = (32, 16, 8, 4, 2),
         channels: Sequence[int] = (16, 32, 64, 128, 256),
         num_items: int = 100,
         similarity: Literal["cosine", "dot"] = "cosine",
@@ -104,6 +107,7 @@ class DivideAssemble(AnomalibModule):
         use_memory: bool = True,
         latent_weight: float = 0.0,
         sigma: float = 4.0,
+        score_top_fraction: float = 0.1,
         discriminator_channels: Sequence[int] = (16, 32, 64, 128),
         adversarial_weight: float = 1.0,
         reconstruction_weight: float = 50.0,
@@ -138,6 +142,7 @@ class DivideAssemble(AnomalibModule):
             discriminator_channels=discriminator_channels,
             latent_weight=latent_weight,
             sigma=sigma,
+            score_top_fraction=score_top_fraction,
         )
         self.generator_loss = GeneratorLoss(adversarial_weight, reconstruction_weight, feature_weight, entropy_weight)
         self.discriminator_loss = DiscriminatorLoss()

@@ -57,8 +57,8 @@ def input_size_multiple(granularity: Sequence[int]) -> int:
         The side every input height and width must be a multiple of.
 
     Example:
-        >>> input_size_multiple((16, 8, 4, 2, 1))
-        32
+        >>> input_size_multiple((32, 16, 8, 4, 2))
+        64
 
     """
     multiple = 1
@@ -85,7 +85,7 @@ def check_input_size(input_size: Sequence[int], granularity: Sequence[int]) -> N
         ValueError: Naming the sizes that work.
 
     Example:
-        >>> check_input_size((256, 256), (16, 8, 4, 2, 1))
+        >>> check_input_size((256, 256), (32, 16, 8, 4, 2))
 
     """
     multiple = input_size_multiple(granularity)
@@ -135,7 +135,7 @@ class MemoryAutoencoder(nn.Module):
         self,
         in_channels: int = 3,
         channels: Sequence[int] = (16, 32, 64, 128, 256),
-        granularity: Sequence[int] = (16, 8, 4, 2, 1),
+        granularity: Sequence[int] = (32, 16, 8, 4, 2),
         num_items: int = 100,
         similarity: Similarity | str = Similarity.COSINE,
         shrink_threshold: float = 0.0025,
@@ -227,6 +227,7 @@ class DivideAssembleModel(nn.Module):
         discriminator_channels: Channels of the discriminator's stride-2 blocks.
         latent_weight: Weight of the discriminator-feature error in the map (0: DAAD, > 0: DAAD+).
         sigma: Gaussian smoothing of the anomaly map, in pixels.
+        score_top_fraction: Fraction of the highest map pixels averaged into the image score.
 
     Example:
         >>> model = DivideAssembleModel(channels=(8, 16), granularity=(2, 1), num_items=10)
@@ -239,7 +240,7 @@ class DivideAssembleModel(nn.Module):
         self,
         in_channels: int = 3,
         channels: Sequence[int] = (16, 32, 64, 128, 256),
-        granularity: Sequence[int] = (16, 8, 4, 2, 1),
+        granularity: Sequence[int] = (32, 16, 8, 4, 2),
         num_items: int = 100,
         similarity: Similarity | str = Similarity.COSINE,
         shrink_threshold: float = 0.0025,
@@ -248,6 +249,7 @@ class DivideAssembleModel(nn.Module):
         discriminator_channels: Sequence[int] = (16, 32, 64, 128),
         latent_weight: float = 0.0,
         sigma: float = 4.0,
+        score_top_fraction: float = 0.1,
     ) -> None:
         super().__init__()
         self.in_channels = in_channels
@@ -255,7 +257,7 @@ class DivideAssembleModel(nn.Module):
             in_channels, channels, granularity, num_items, similarity, shrink_threshold, temperature, use_memory
         )
         self.discriminator = Discriminator(in_channels, discriminator_channels)
-        self.anomaly_map = AnomalyMapGenerator(latent_weight=latent_weight, sigma=sigma)
+        self.anomaly_map = AnomalyMapGenerator(latent_weight, sigma, score_top_fraction)
 
     @property
     def granularity(self) -> tuple[int, ...]:

@@ -146,15 +146,15 @@ def test_checkpoint_from_another_granularity_is_refused(trained: TrainedRun) -> 
         cwd=trained.workdir,
     )
     assert process.returncode != 0
-    assert "granularity: checkpoint [16, 8, 4, 2, 1], this model [8, 4, 2, 1, 1]" in process.stderr
-    assert "--model.granularity [16,8,4,2,1]" in process.stderr
+    assert "granularity: checkpoint [32, 16, 8, 4, 2], this model [8, 4, 2, 1, 1]" in process.stderr
+    assert "--model.granularity [32,16,8,4,2]" in process.stderr
 
 
 def test_checkpoint_loads_in_python_with_the_same_scores(trained: TrainedRun) -> None:
     from anomalib_divass import DivideAssemble
 
     model = DivideAssemble.load_from_checkpoint(trained.checkpoint).eval()
-    assert model.model.granularity == (16, 8, 4, 2, 1)
+    assert model.model.granularity == (32, 16, 8, 4, 2)
     images = torch.rand(2, 3, 128, 128)
     with torch.no_grad():
         first, second = model(images), model(images)
@@ -197,3 +197,39 @@ def test_plugin_costs_nothing_at_interpreter_start() -> None:
     )
     process = run([sys.executable, "-c", code], cwd=Path.cwd())
     assert process.stdout.split() == ["False", "False", "True"]
+
+
+def test_export_to_openvino_matches_pytorch(trained: TrainedRun) -> None:
+    import numpy as np
+    import openvino as ov
+
+    from anomalib_divass import DivideAssemble
+
+    export_root = trained.workdir / "export"
+    process = run(
+        [
+            str(BIN / "anomalib"),
+            "export",
+            "--model",
+            "DivideAssemble",
+            "--export_type",
+            "openvino",
+            "--ckpt_path",
+            str(trained.checkpoint),
+            "--default_root_dir",
+            str(export_root),
+        ],
+        cwd=trained.workdir,
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    model = DivideAssemble.load_from_checkpoint(trained.checkpoint).eval()
+    compiled = ov.Core().compile_model(
+        str(export_root / "weights" / "openvino" / "model.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
+    )
+    images = torch.rand(2, 3, 150, 130)  # any size: the resize is part of the exported graph
+    with torch.no_grad():
+        expected = model(images)
+    outputs = {output.get_any_name(): value for output, value in compiled(images.numpy()).items()}
+    assert np.abs(outputs["pred_score"] - expected.pred_score.numpy()).max() <= 1e-4
+    assert np.abs(outputs["anomaly_map"] - expected.anomaly_map.numpy()).max() <= 1e-4
+    assert (outputs["pred_label"] == expected.pred_label.numpy()).all()

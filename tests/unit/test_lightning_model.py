@@ -22,16 +22,16 @@ def bare_model(**kwargs: object) -> DivideAssemble:
 def test_default_model_is_daad_at_256() -> None:
     model = DivideAssemble()
     assert model.input_size == (256, 256)
-    assert model.model.granularity == (16, 8, 4, 2, 1)
+    assert model.model.granularity == (32, 16, 8, 4, 2)
     assert model.model.anomaly_map.latent_weight == 0
     assert model.trainer_arguments["gradient_clip_val"] == 0
     assert model.automatic_optimization is False
 
 
 def test_input_size_that_blocks_do_not_tile_is_refused_with_sizes_that_work() -> None:
-    with pytest.raises(ValueError, match=r"250 x 250 does not fit granularity \(16, 8, 4, 2, 1\).*multiple of 32"):
+    with pytest.raises(ValueError, match=r"250 x 250 does not fit granularity \(32, 16, 8, 4, 2\).*multiple of 64"):
         DivideAssemble(pre_processor=PreProcessor(transform=Resize((250, 250))))
-    DivideAssemble(pre_processor=PreProcessor(transform=Resize((224, 224))))
+    DivideAssemble(pre_processor=PreProcessor(transform=Resize((192, 320))))
 
 
 def _loader(batches: list[torch.Tensor]) -> torch.utils.data.DataLoader:

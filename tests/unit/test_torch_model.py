@@ -108,4 +108,9 @@ def test_map_is_error_where_images_differ() -> None:
     peak = divmod(int(anomaly_map.flatten().argmax()), 32)
     assert 20 <= peak[0] < 24
     assert 4 <= peak[1] < 8
-    assert AnomalyMapGenerator.score(anomaly_map).item() == pytest.approx(anomaly_map.max().item())
+    assert AnomalyMapGenerator(top_fraction=1 / 1024).score(anomaly_map).item() == pytest.approx(
+        anomaly_map.max().item()
+    )
+    assert AnomalyMapGenerator(top_fraction=1.0).score(anomaly_map).item() == pytest.approx(anomaly_map.mean().item())
+    top = AnomalyMapGenerator(top_fraction=0.1).score(anomaly_map).item()
+    assert anomaly_map.mean().item() < top < anomaly_map.max().item()
