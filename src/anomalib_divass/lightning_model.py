@@ -34,8 +34,10 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn, optim
 from torchvision.transforms.v2 import Compose, Resize
 
+from .anomaly_map import AnomalyMapGenerator
+from .discriminator import Discriminator
 from .loss import DiscriminatorLoss, GeneratorLoss
-from .torch_model import DivideAssembleModel, check_input_size
+from .torch_model import DivideAssembleModel, MemoryAutoencoder, check_input_size
 
 __all__ = ["CheckpointMismatchError", "DivideAssemble", "NonFiniteLossError"]
 
@@ -132,17 +134,17 @@ class DivideAssemble(AnomalibModule):
         if self.input_size is not None:
             check_input_size(self.input_size, self.granularity)
         self.model = DivideAssembleModel(
-            channels=channels,
-            granularity=self.granularity,
-            num_items=num_items,
-            similarity=similarity,
-            shrink_threshold=shrink_threshold,
-            temperature=temperature,
-            use_memory=use_memory,
-            discriminator_channels=discriminator_channels,
-            latent_weight=latent_weight,
-            sigma=sigma,
-            score_top_fraction=score_top_fraction,
+            MemoryAutoencoder(
+                channels=channels,
+                granularity=self.granularity,
+                num_items=num_items,
+                similarity=similarity,
+                shrink_threshold=shrink_threshold,
+                temperature=temperature,
+                use_memory=use_memory,
+            ),
+            Discriminator(channels=discriminator_channels),
+            AnomalyMapGenerator(latent_weight=latent_weight, sigma=sigma, top_fraction=score_top_fraction),
         )
         self.generator_loss = GeneratorLoss(adversarial_weight, reconstruction_weight, feature_weight, entropy_weight)
         self.discriminator_loss = DiscriminatorLoss()

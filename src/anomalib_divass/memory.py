@@ -141,8 +141,8 @@ def weight_entropy(weights: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
         Scalar tensor, the mean entropy over the ``Q`` queries.
 
     Example:
-        >>> float(weight_entropy(torch.tensor([[1.0, 0.0]])))
-        0.0
+        >>> round(float(weight_entropy(torch.tensor([[0.5, 0.5]]))), 4)  # log 2
+        0.6931
 
     """
     return -(weights * torch.log(weights + eps)).sum(dim=-1).mean()

@@ -9,7 +9,8 @@ With ``use_memory=False`` the same network is the vanilla autoencoder the paper 
 
 Example:
     >>> import torch
-    >>> model = DivideAssembleModel(channels=(8, 16), granularity=(2, 1), num_items=10)
+    >>> autoencoder = MemoryAutoencoder(channels=(8, 16), granularity=(2, 1), num_items=10)
+    >>> model = DivideAssembleModel(autoencoder, Discriminator(channels=(8, 16)))
     >>> model.eval()(torch.rand(2, 3, 32, 32)).anomaly_map.shape
     torch.Size([2, 1, 32, 32])
 
@@ -143,6 +144,7 @@ class MemoryAutoencoder(nn.Module):
         use_memory: bool = True,
     ) -> None:
         super().__init__()
+        self.in_channels = in_channels
         if len(channels) != len(granularity):
             msg = (
                 f"granularity {tuple(granularity)} gives {len(granularity)} block sizes but the network has "
@@ -216,48 +218,34 @@ class DivideAssembleModel(nn.Module):
     ``InferenceBatch(pred_score, anomaly_map)`` that anomalib post-processes and exports.
 
     Args:
-        in_channels: Image channels; one-channel inputs are repeated to this many.
-        channels: Encoder channels per scale, finest first.
-        granularity: Block side per scale, finest first.
-        num_items: Memory items per scale.
-        similarity: Memory addressing, ``"cosine"`` or ``"dot"``.
-        shrink_threshold: Hard-shrinkage threshold of the memories.
-        temperature: Softmax temperature of cosine addressing.
-        use_memory: ``False`` gives the vanilla autoencoder.
-        discriminator_channels: Channels of the discriminator's stride-2 blocks.
-        latent_weight: Weight of the discriminator-feature error in the map (0: DAAD, > 0: DAAD+).
-        sigma: Gaussian smoothing of the anomaly map, in pixels.
-        score_top_fraction: Fraction of the highest map pixels averaged into the image score.
+        autoencoder: The memory autoencoder (generator).
+        discriminator: The adversarial discriminator; its latent features feed DAAD+.
+        anomaly_map: Map and score builder; ``latent_weight > 0`` gives DAAD+.
 
     Example:
-        >>> model = DivideAssembleModel(channels=(8, 16), granularity=(2, 1), num_items=10)
+        >>> model = DivideAssembleModel(
+        ...     MemoryAutoencoder(channels=(8, 16), granularity=(2, 1), num_items=10),
+        ...     Discriminator(channels=(8, 16)),
+        ... )
         >>> model.train()(torch.rand(2, 3, 32, 32)).image.shape
         torch.Size([2, 3, 32, 32])
-
     """
 
     def __init__(
         self,
-        in_channels: int = 3,
-        channels: Sequence[int] = (16, 32, 64, 128, 256),
-        granularity: Sequence[int] = (32, 16, 8, 4, 2),
-        num_items: int = 100,
-        similarity: Similarity | str = Similarity.COSINE,
-        shrink_threshold: float = 0.0025,
-        temperature: float = 0.05,
-        use_memory: bool = True,
-        discriminator_channels: Sequence[int] = (16, 32, 64, 128),
-        latent_weight: float = 0.0,
-        sigma: float = 4.0,
-        score_top_fraction: float = 0.1,
+        autoencoder: MemoryAutoencoder,
+        discriminator: Discriminator,
+        anomaly_map: AnomalyMapGenerator | None = None,
     ) -> None:
         super().__init__()
-        self.in_channels = in_channels
-        self.autoencoder = MemoryAutoencoder(
-            in_channels, channels, granularity, num_items, similarity, shrink_threshold, temperature, use_memory
-        )
-        self.discriminator = Discriminator(in_channels, discriminator_channels)
-        self.anomaly_map = AnomalyMapGenerator(latent_weight, sigma, score_top_fraction)
+        self.autoencoder = autoencoder
+        self.discriminator = discriminator
+        self.anomaly_map = anomaly_map or AnomalyMapGenerator()
+
+    @property
+    def in_channels(self) -> int:
+        """Image channels the network expects; one-channel inputs are repeated to this many."""
+        return self.autoencoder.in_channels
 
     @property
     def granularity(self) -> tuple[int, ...]:

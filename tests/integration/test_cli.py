@@ -233,3 +233,24 @@ def test_export_to_openvino_matches_pytorch(trained: TrainedRun) -> None:
     assert np.abs(outputs["pred_score"] - expected.pred_score.numpy()).max() <= 1e-4
     assert np.abs(outputs["anomaly_map"] - expected.anomaly_map.numpy()).max() <= 1e-4
     assert (outputs["pred_label"] == expected.pred_label.numpy()).all()
+
+
+def test_demo_command_prints_auroc_and_where_results_are(tiny_root: Path, tmp_path: Path) -> None:
+    process = run(
+        [
+            str(BIN / "anomalib-divass"),
+            "demo",
+            "--data.root",
+            str(tiny_root),
+            "--data.category",
+            "washer",
+            "--trainer.max_epochs",
+            "1",
+        ],
+        cwd=tmp_path,
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    assert re.search(r"image_AUROC\s+[01]\.\d{3}", process.stdout)
+    assert re.search(r"pixel_AUROC\s+[01]\.\d{3}", process.stdout)
+    (line,) = [line for line in process.stdout.splitlines() if line.startswith("Visualizations:")]
+    assert any(Path(line.split(":", 1)[1].strip()).rglob("*.png"))

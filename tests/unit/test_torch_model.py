@@ -6,10 +6,19 @@ from anomalib.data import InferenceBatch
 from anomalib.models.components import GaussianBlur2d
 
 from anomalib_divass.anomaly_map import AnomalyMapGenerator, SeparableGaussianBlur
+from anomalib_divass.discriminator import Discriminator
 from anomalib_divass.memory import MemoryReadout
-from anomalib_divass.torch_model import DivideAssembleModel, check_input_size, input_size_multiple
+from anomalib_divass.torch_model import DivideAssembleModel, MemoryAutoencoder, check_input_size, input_size_multiple
 
-SMALL = {"channels": (8, 16, 16), "granularity": (4, 2, 1), "num_items": 12, "discriminator_channels": (8, 16)}
+SMALL = {"channels": (8, 16, 16), "granularity": (4, 2, 1), "num_items": 12}
+
+
+def small_model(latent_weight: float = 0.0, **autoencoder: object) -> DivideAssembleModel:
+    return DivideAssembleModel(
+        MemoryAutoencoder(**{**SMALL, **autoencoder}),
+        Discriminator(channels=(8, 16)),
+        AnomalyMapGenerator(latent_weight=latent_weight),
+    )
 
 
 class ConstantMemory(torch.nn.Module):
@@ -22,7 +31,7 @@ class ConstantMemory(torch.nn.Module):
 
 
 def test_train_and_eval_outputs() -> None:
-    model = DivideAssembleModel(**SMALL)
+    model = small_model()
     images = torch.rand(2, 3, 32, 32)
     reconstruction = model.train()(images)
     assert reconstruction.image.shape == images.shape
@@ -37,7 +46,7 @@ def test_train_and_eval_outputs() -> None:
 
 def test_decoder_sees_no_raw_encoder_feature() -> None:
     """With every memory replaced by a constant, the reconstruction ignores the input."""
-    model = DivideAssembleModel(**SMALL).eval()
+    model = small_model().eval()
     model.autoencoder.memories = torch.nn.ModuleList(ConstantMemory() for _ in SMALL["granularity"])
     first = model.autoencoder(torch.rand(2, 3, 32, 32)).image
     second = model.autoencoder(torch.rand(2, 3, 32, 32) * 5).image
@@ -45,7 +54,7 @@ def test_decoder_sees_no_raw_encoder_feature() -> None:
 
 
 def test_vanilla_autoencoder_depends_on_input() -> None:
-    model = DivideAssembleModel(**SMALL, use_memory=False).eval()
+    model = small_model(use_memory=False).eval()
     first = model.autoencoder(torch.rand(1, 3, 32, 32)).image
     second = model.autoencoder(torch.rand(1, 3, 32, 32)).image
     assert not torch.allclose(first, second)
@@ -53,7 +62,7 @@ def test_vanilla_autoencoder_depends_on_input() -> None:
 
 
 def test_gradients_reach_encoder_memories_and_decoder() -> None:
-    model = DivideAssembleModel(**SMALL).train()
+    model = small_model().train()
     images = torch.rand(2, 3, 32, 32)
     reconstruction = model(images)
     ((reconstruction.image - images).abs().mean() + reconstruction.entropy).backward()
@@ -63,7 +72,7 @@ def test_gradients_reach_encoder_memories_and_decoder() -> None:
 
 
 def test_one_channel_input_is_repeated() -> None:
-    model = DivideAssembleModel(**SMALL).eval()
+    model = small_model().eval()
     gray = torch.rand(1, 1, 32, 32)
     assert torch.allclose(model(gray).pred_score, model(gray.expand(-1, 3, -1, -1)).pred_score)
 
@@ -74,20 +83,20 @@ def test_input_size_must_fit_strides_and_blocks() -> None:
     check_input_size((256, 256), (16, 8, 4, 2, 1))
     with pytest.raises(ValueError, match=r"250 x 250 does not fit.*multiple of 32.*256"):
         check_input_size((250, 250), (16, 8, 4, 2, 1))
-    model = DivideAssembleModel(**SMALL)
+    model = small_model()
     with pytest.raises(ValueError, match="multiple of 8"):
         model(torch.rand(1, 3, 36, 36))
 
 
 def test_granularity_needs_one_block_size_per_scale() -> None:
     with pytest.raises(ValueError, match="one block size per scale"):
-        DivideAssembleModel(channels=(8, 16), granularity=(4, 2, 1))
+        MemoryAutoencoder(channels=(8, 16), granularity=(4, 2, 1))
 
 
 def test_latent_term_changes_the_map() -> None:
     torch.manual_seed(0)
-    daad = DivideAssembleModel(**SMALL, latent_weight=0.0).eval()
-    daad_plus = DivideAssembleModel(**SMALL, latent_weight=1.0).eval()
+    daad = small_model(latent_weight=0.0).eval()
+    daad_plus = small_model(latent_weight=1.0).eval()
     daad_plus.load_state_dict(daad.state_dict())
     images = torch.rand(2, 3, 32, 32)
     assert (daad_plus(images).anomaly_map > daad(images).anomaly_map).any()
