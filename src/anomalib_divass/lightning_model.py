@@ -253,7 +253,7 @@ class DivideAssemble(AnomalibModule):
             on_step=False,
             on_epoch=True,
             prog_bar=True,
-            logger=True,
+            logger=bool(self.loggers),
             batch_size=images.shape[0],
         )
         return {"generator_loss": terms.total.detach(), "discriminator_loss": discriminator_loss.detach()}
