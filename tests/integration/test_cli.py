@@ -254,3 +254,25 @@ def test_demo_command_prints_auroc_and_where_results_are(tiny_root: Path, tmp_pa
     assert re.search(r"pixel_AUROC\s+[01]\.\d{3}", process.stdout)
     (line,) = [line for line in process.stdout.splitlines() if line.startswith("Visualizations:")]
     assert any(Path(line.split(":", 1)[1].strip()).rglob("*.png"))
+
+
+def test_predict_on_a_folder_of_images(trained: TrainedRun) -> None:
+    folder = trained.root / "washer" / "test" / "paint"
+    out = trained.workdir / "predict"
+    process = run(
+        [
+            str(BIN / "anomalib"),
+            "predict",
+            "--model",
+            "DivideAssemble",
+            "--ckpt_path",
+            str(trained.checkpoint),
+            "--data",
+            str(folder),
+            "--default_root_dir",
+            str(out),
+        ],
+        cwd=trained.workdir,
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    assert len(list(out.rglob("*.png"))) == len(list(folder.glob("*.png")))
