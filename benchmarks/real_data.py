@@ -2,9 +2,9 @@
 
 Every run goes through anomalib's command line with the shipped config
 (``configs/divide_assemble.yaml``). DAAD and the vanilla autoencoder are trained; DAAD+ is the
-trained DAAD checkpoint tested with ``--model.latent_weight`` > 0 (the discriminator is trained
-in both, only the anomaly map differs). Its AUROC is threshold-free; its F1 uses the thresholds
-learned for DAAD, so only AUROC is reported for it.
+trained DAAD checkpoint with ``latent_weight`` > 0 (the discriminator is trained in both, only
+the anomaly map differs): anomalib's ``Engine`` validates it first, so that the post-processor
+learns thresholds and normalisation for the DAAD+ map, then tests it.
 
 Example:
     python benchmarks/real_data.py --root ../shared/datasets/mvtec_ad --category bottle
@@ -39,19 +39,43 @@ def anomalib(*args: str, log: Path) -> tuple[dict[str, float], float]:
     return {name: float(value) for name, value in METRIC_ROW.findall(process.stdout)}, seconds
 
 
+def evaluate_plus(checkpoint: Path, weight: float, root: Path, category: str, out: Path) -> tuple[dict, float]:
+    """Validate (thresholds, normalisation) and test a DAAD checkpoint as DAAD+ with ``weight``."""
+    from anomalib.engine import Engine
+
+    from anomalib_divass import DivideAssemble, MVTec
+
+    start = time.perf_counter()
+    model = DivideAssemble.load_from_checkpoint(checkpoint, latent_weight=weight)
+    datamodule = MVTec(root=root, category=category, eval_batch_size=16, num_workers=2)
+    engine = Engine(default_root_dir=out / f"plus_{weight}", logger=False)
+    engine.validate(model, datamodule=datamodule)
+    (metrics,) = engine.test(model, datamodule=datamodule)
+    return {name: float(value) for name, value in metrics.items()}, time.perf_counter() - start
+
+
 def main() -> None:
     """Run the three variants on one category and print a markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("--category", required=True)
     parser.add_argument("--epochs", type=int, default=50)
-    parser.add_argument("--latent-weights", type=float, nargs="+", default=[0.1])
+    parser.add_argument("--latent-weights", type=float, nargs="+", default=[0.001, 0.01])
     parser.add_argument("--out", type=Path, default=Path("results/real_data"))
+    parser.add_argument("--variants", nargs="+", default=["DAAD", "vanilla AE"], choices=["DAAD", "vanilla AE"])
+    parser.add_argument("--plus-only", type=Path, default=None, help="only evaluate DAAD+ of this DAAD checkpoint")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     data = ["--data.root", str(args.root.resolve()), "--data.category", args.category]
     rows = []
-    for name, extra in (("DAAD", []), ("vanilla AE", ["--model.use_memory", "false"])):
+    if args.plus_only:
+        for weight in args.latent_weights:
+            metrics, seconds = evaluate_plus(args.plus_only, weight, args.root, args.category, args.out)
+            print(f"DAAD+ (latent_weight {weight}): {metrics} in {seconds:.0f} s")
+        return
+    variants = {"DAAD": [], "vanilla AE": ["--model.use_memory", "false"]}
+    for name in args.variants:
+        extra = variants[name]
         root = args.out / args.category / name.replace(" ", "_")
         log = args.out / f"{args.category}_{name.replace(' ', '_')}.log"
         metrics, seconds = anomalib(
@@ -63,20 +87,14 @@ def main() -> None:
         if name == "DAAD":
             (checkpoint,) = root.rglob("model.ckpt")
             for weight in args.latent_weights:
-                metrics_plus, seconds_plus = anomalib(
-                    "test", "--config", str(CONFIG), *data, "--ckpt_path", str(checkpoint),
-                    "--model.latent_weight", str(weight), "--default_root_dir", str(root / f"plus_{weight}"),
-                    log=args.out / f"{args.category}_DAAD_plus_{weight}.log",
-                )  # fmt: skip
+                metrics_plus, seconds_plus = evaluate_plus(checkpoint, weight, args.root, args.category, root)
                 rows.append((f"DAAD+ (latent_weight {weight})", metrics_plus, seconds_plus))
                 print(f"DAAD+ {weight}: {metrics_plus}", flush=True)
     print(f"\n{args.category}, {args.epochs} epochs, shipped config\n")
     print("| variant | image AUROC | pixel AUROC | image F1 | pixel F1 | time (s) |")
     print("|---|---|---|---|---|---|")
     for name, metrics, seconds in rows:
-        f1 = ("-", "-") if name.startswith("DAAD+") else (
-            f"{metrics.get('image_F1Score', float('nan')):.3f}", f"{metrics.get('pixel_F1Score', float('nan')):.3f}"
-        )  # fmt: skip
+        f1 = (f"{metrics.get('image_F1Score', float('nan')):.3f}", f"{metrics.get('pixel_F1Score', float('nan')):.3f}")
         image, pixel = metrics.get("image_AUROC", float("nan")), metrics.get("pixel_AUROC", float("nan"))
         print(f"| {name} | {image:.3f} | {pixel:.3f} | {f1[0]} | {f1[1]} | {seconds:.0f} |")
 

@@ -7,7 +7,6 @@ shared by the tests of this module; each test checks one thing a user relies on.
 from __future__ import annotations
 
 import csv
-import os
 import re
 import subprocess
 import sys
@@ -16,20 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import anomalib, metrics_of, mvtec, run
 
 pytestmark = pytest.mark.integration
-
-BIN = Path(sys.executable).parent
-METRIC_ROW = re.compile(r"│\s*(image_\w+|pixel_\w+)\s*│\s*([0-9.eE+-]+)\s*│")
-
-
-def run(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "200", "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def metrics_of(output: str) -> dict[str, float]:
-    return {name: float(value) for name, value in METRIC_ROW.findall(output)}
 
 
 @dataclass
@@ -50,27 +38,19 @@ EPOCHS = 12
 @pytest.fixture(scope="module")
 def trained(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
     workdir = tmp_path_factory.mktemp("run")
-    process = run(
-        [
-            str(BIN / "anomalib"),
-            "train",
-            "--model",
-            "DivideAssemble",
-            "--data",
-            "MVTec",
-            "--data.root",
-            str(tiny_root),
-            "--data.category",
-            "washer",
-            "--data.train_batch_size",
-            "8",
-            "--trainer.max_epochs",
-            str(EPOCHS),
-            "--trainer.logger",
-            "lightning.pytorch.loggers.CSVLogger",
-            "--trainer.logger.save_dir",
-            str(workdir / "logs"),
-        ],
+    process = anomalib(
+        "train",
+        "--model",
+        "DivideAssemble",
+        *mvtec(tiny_root),
+        "--data.train_batch_size",
+        "8",
+        "--trainer.max_epochs",
+        str(EPOCHS),
+        "--trainer.logger",
+        "lightning.pytorch.loggers.CSVLogger",
+        "--trainer.logger.save_dir",
+        str(workdir / "logs"),
         cwd=workdir,
     )
     return TrainedRun(tiny_root, workdir, process, workdir / "results" / "DivideAssemble" / "MVTecAD" / "washer" / "v0")
@@ -101,23 +81,10 @@ def test_obvious_defects_score_above_normal_images(trained: TrainedRun) -> None:
 
 
 def test_reloaded_checkpoint_gives_the_same_scores(trained: TrainedRun) -> None:
-    process = run(
-        [
-            str(BIN / "anomalib"),
-            "test",
-            "--model",
-            "DivideAssemble",
-            "--data",
-            "MVTec",
-            "--data.root",
-            str(trained.root),
-            "--data.category",
-            "washer",
-            "--ckpt_path",
-            str(trained.checkpoint),
-        ],
+    process = anomalib(
+        "test", "--model", "DivideAssemble", *mvtec(trained.root), "--ckpt_path", str(trained.checkpoint),
         cwd=trained.workdir,
-    )
+    )  # fmt: skip
     assert process.returncode == 0, process.stderr[-3000:]
     before, after = metrics_of(trained.process.stdout), metrics_of(process.stdout)
     assert before.keys() == after.keys()
@@ -126,25 +93,11 @@ def test_reloaded_checkpoint_gives_the_same_scores(trained: TrainedRun) -> None:
 
 
 def test_checkpoint_from_another_granularity_is_refused(trained: TrainedRun) -> None:
-    process = run(
-        [
-            str(BIN / "anomalib"),
-            "test",
-            "--model",
-            "DivideAssemble",
-            "--model.granularity",
-            "[8,4,2,1,1]",
-            "--data",
-            "MVTec",
-            "--data.root",
-            str(trained.root),
-            "--data.category",
-            "washer",
-            "--ckpt_path",
-            str(trained.checkpoint),
-        ],
+    process = anomalib(
+        "test", "--model", "DivideAssemble", "--model.granularity", "[8,4,2,1,1]", *mvtec(trained.root),
+        "--ckpt_path", str(trained.checkpoint),
         cwd=trained.workdir,
-    )
+    )  # fmt: skip
     assert process.returncode != 0
     assert "granularity: checkpoint [32, 16, 8, 4, 2], this model [8, 4, 2, 1, 1]" in process.stderr
     assert "--model.granularity [32,16,8,4,2]" in process.stderr
@@ -163,10 +116,7 @@ def test_checkpoint_loads_in_python_with_the_same_scores(trained: TrainedRun) ->
 
 
 def test_missing_data_folder_names_the_flag(tmp_path: Path) -> None:
-    process = run(
-        [str(BIN / "anomalib"), "train", "--model", "DivideAssemble", "--data", "MVTec", "--data.root", "nowhere"],
-        cwd=tmp_path,
-    )
+    process = anomalib("train", "--model", "DivideAssemble", "--data", "MVTec", "--data.root", "nowhere", cwd=tmp_path)
     assert process.returncode != 0
     assert "--data.root" in process.stderr
     assert "nowhere/bottle" in process.stderr
@@ -175,9 +125,13 @@ def test_missing_data_folder_names_the_flag(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("subcommand", ["train", "test", "predict", "export"])
 def test_console_script_accepts_every_subcommand(subcommand: str, tmp_path: Path) -> None:
-    process = run(
-        [str(BIN / "anomalib-divass"), subcommand, "--model", "anomalib_divass.DivideAssemble", "--print_config"],
+    process = anomalib(
+        subcommand,
+        "--model",
+        "anomalib_divass.DivideAssemble",
+        "--print_config",
         cwd=tmp_path,
+        command="anomalib-divass",
     )
     assert process.returncode == 0, process.stderr[-2000:]
     assert "class_path: anomalib_divass.DivideAssemble" in process.stdout
@@ -185,7 +139,7 @@ def test_console_script_accepts_every_subcommand(subcommand: str, tmp_path: Path
 
 def test_shipped_config_parses(tmp_path: Path) -> None:
     config = Path(__file__).parents[2] / "configs" / "divide_assemble.yaml"
-    process = run([str(BIN / "anomalib-divass"), "train", "--config", str(config), "--print_config"], cwd=tmp_path)
+    process = anomalib("train", "--config", str(config), "--print_config", cwd=tmp_path, command="anomalib-divass")
     assert process.returncode == 0, process.stderr[-2000:]
     assert "class_path: anomalib_divass.DivideAssemble" in process.stdout
     assert "max_epochs:" in process.stdout
@@ -206,21 +160,11 @@ def test_export_to_openvino_matches_pytorch(trained: TrainedRun) -> None:
     from anomalib_divass import DivideAssemble
 
     export_root = trained.workdir / "export"
-    process = run(
-        [
-            str(BIN / "anomalib"),
-            "export",
-            "--model",
-            "DivideAssemble",
-            "--export_type",
-            "openvino",
-            "--ckpt_path",
-            str(trained.checkpoint),
-            "--default_root_dir",
-            str(export_root),
-        ],
+    process = anomalib(
+        "export", "--model", "DivideAssemble", "--export_type", "openvino", "--ckpt_path", str(trained.checkpoint),
+        "--default_root_dir", str(export_root),
         cwd=trained.workdir,
-    )
+    )  # fmt: skip
     assert process.returncode == 0, process.stderr[-3000:]
     model = DivideAssemble.load_from_checkpoint(trained.checkpoint).eval()
     compiled = ov.Core().compile_model(
@@ -236,19 +180,10 @@ def test_export_to_openvino_matches_pytorch(trained: TrainedRun) -> None:
 
 
 def test_demo_command_prints_auroc_and_where_results_are(tiny_root: Path, tmp_path: Path) -> None:
-    process = run(
-        [
-            str(BIN / "anomalib-divass"),
-            "demo",
-            "--data.root",
-            str(tiny_root),
-            "--data.category",
-            "washer",
-            "--trainer.max_epochs",
-            "1",
-        ],
-        cwd=tmp_path,
-    )
+    process = anomalib(
+        "demo", "--data.root", str(tiny_root), "--data.category", "washer", "--trainer.max_epochs", "1",
+        cwd=tmp_path, command="anomalib-divass",
+    )  # fmt: skip
     assert process.returncode == 0, process.stderr[-3000:]
     assert re.search(r"image_AUROC\s+[01]\.\d{3}", process.stdout)
     assert re.search(r"pixel_AUROC\s+[01]\.\d{3}", process.stdout)
@@ -259,20 +194,10 @@ def test_demo_command_prints_auroc_and_where_results_are(tiny_root: Path, tmp_pa
 def test_predict_on_a_folder_of_images(trained: TrainedRun) -> None:
     folder = trained.root / "washer" / "test" / "paint"
     out = trained.workdir / "predict"
-    process = run(
-        [
-            str(BIN / "anomalib"),
-            "predict",
-            "--model",
-            "DivideAssemble",
-            "--ckpt_path",
-            str(trained.checkpoint),
-            "--data",
-            str(folder),
-            "--default_root_dir",
-            str(out),
-        ],
+    process = anomalib(
+        "predict", "--model", "DivideAssemble", "--ckpt_path", str(trained.checkpoint), "--data", str(folder),
+        "--default_root_dir", str(out),
         cwd=trained.workdir,
-    )
+    )  # fmt: skip
     assert process.returncode == 0, process.stderr[-3000:]
     assert len(list(out.rglob("*.png"))) == len(list(folder.glob("*.png")))
