@@ -11,7 +11,6 @@ imported, the finder lets it load and then imports ``anomalib_divass``, which re
 from __future__ import annotations
 
 import sys
-from importlib.machinery import PathFinder
 
 _TARGET = "anomalib.cli.cli"
 _MARKER = "_anomalib_divass_cli_watcher"
@@ -25,6 +24,8 @@ class _CLIWatcher:
     def find_spec(self, fullname: str, path: object = None, target: object = None) -> object:
         if fullname != _TARGET:
             return None
+        from importlib.machinery import PathFinder  # noqa: PLC0415  (only when anomalib's CLI loads)
+
         spec = PathFinder.find_spec(fullname, path)
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
