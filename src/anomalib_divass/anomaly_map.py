@@ -86,7 +86,7 @@ class AnomalyMapGenerator(nn.Module):
 
     """
 
-    def __init__(self, latent_weight: float = 0.0, sigma: float = 4.0, top_fraction: float = 0.1) -> None:
+    def __init__(self, latent_weight: float = 0.0, sigma: float = 4.0, top_fraction: float = 0.01) -> None:
         super().__init__()
         if not 0.0 < top_fraction <= 1.0:
             msg = f"top_fraction must lie in (0, 1], got {top_fraction}."

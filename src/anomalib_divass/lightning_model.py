@@ -109,7 +109,7 @@ class DivideAssemble(AnomalibModule):
         use_memory: bool = True,
         latent_weight: float = 0.0,
         sigma: float = 4.0,
-        score_top_fraction: float = 0.1,
+        score_top_fraction: float = 0.01,
         discriminator_channels: Sequence[int] = (16, 32, 64, 128),
         adversarial_weight: float = 1.0,
         reconstruction_weight: float = 50.0,

@@ -45,6 +45,8 @@ def trained(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Traine
         *mvtec(tiny_root),
         "--data.train_batch_size",
         "8",
+        "--seed_everything",
+        "0",
         "--trainer.max_epochs",
         str(EPOCHS),
         "--trainer.logger",
