@@ -50,18 +50,23 @@ class SeparableGaussianBlur(nn.Module):
         self._matrices: dict[int, torch.Tensor] = {}
 
     def matrix(self, size: int) -> torch.Tensor:
-        """Blur matrix ``(size, size)`` whose row ``i`` holds the taps of output ``i``."""
+        """Blur matrix ``(size, size)`` whose row ``i`` holds the taps of output ``i``.
+
+        Built outside ``torch.inference_mode`` even when first asked for inside it (``Engine.test`` and
+        ``predict`` run there): a cached inference tensor would break a later export in the same process.
+        """
         if size not in self._matrices:
             if size <= self.radius:
                 msg = f"A {size}-pixel side is too small for Gaussian smoothing with sigma {self.sigma}."
                 raise ValueError(msg)
-            taps = torch.arange(-self.radius, self.radius + 1)
-            weights = torch.exp(-0.5 * (taps / self.sigma) ** 2)
-            columns = torch.arange(size)[:, None] + taps[None, :]
-            columns = columns.abs()  # reflect at the start
-            columns = torch.where(columns > size - 1, 2 * (size - 1) - columns, columns)  # and at the end
-            matrix = torch.zeros(size, size).scatter_add_(1, columns, (weights / weights.sum()).expand(size, -1))
-            self._matrices[size] = matrix
+            with torch.inference_mode(False):
+                taps = torch.arange(-self.radius, self.radius + 1)
+                weights = torch.exp(-0.5 * (taps / self.sigma) ** 2)
+                columns = torch.arange(size)[:, None] + taps[None, :]
+                columns = columns.abs()  # reflect at the start
+                columns = torch.where(columns > size - 1, 2 * (size - 1) - columns, columns)  # and at the end
+                weights = (weights / weights.sum()).expand(size, -1)
+                self._matrices[size] = torch.zeros(size, size).scatter_add_(1, columns, weights)
         return self._matrices[size]
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
