@@ -1,0 +1,29 @@
+"""The leaderboard: DivideAssemble against PaDiM, PatchCore and the others, measured the same way.
+
+``anomalib-divass leaderboard`` trains and tests a list of models on a list of MVTec-layout
+categories with anomalib's ``Engine``, datamodule and ``Evaluator``, stores every finished pair
+at once (an interrupted run resumes), and writes a CSV, a Markdown table and PNG charts.
+
+- ``models``: the contestants and their shared settings.
+- ``measure``: the evaluator, timing callbacks and model size.
+- ``runner``: the pairs, their stored results and the resume.
+- ``report`` and ``plots``: the files.
+- ``command``: the command line.
+
+Example:
+    >>> from anomalib_divass.leaderboard import MODELS
+    >>> "PatchCore" in MODELS
+    True
+
+"""
+
+from .models import MODELS, LeaderboardSettings, resolve_models
+
+__all__ = ["MODELS", "LeaderboardSettings", "main", "resolve_models"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``anomalib-divass leaderboard`` with ``argv``; return the exit code."""
+    from .command import main as command_main  # noqa: PLC0415
+
+    return command_main(argv or [])

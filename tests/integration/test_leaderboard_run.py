@@ -1,0 +1,87 @@
+"""``anomalib-divass leaderboard`` end to end on the tiny dataset: files, resume, a crashing model."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from cli_helpers import BIN, run
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def leaderboard(*args: str | Path, cwd: Path) -> tuple[int, str]:
+    process = run([str(BIN / "anomalib-divass"), "leaderboard", *map(str, args)], cwd=cwd)
+    return process.returncode, process.stdout + process.stderr
+
+
+def test_leaderboard_writes_reports_and_resumes(tiny_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = ["--root", tiny_root, "--categories", "washer", "--models", "DAAD+", "PaDiM", "--max-epochs", "1"]
+    code, output = leaderboard(*args, "--output", out, cwd=tmp_path)
+    assert code == 0, output
+    assert "[1/3] DAAD on washer: elapsed" in output
+    assert "DAAD on washer: epoch 1/1, elapsed" in output
+    assert "[3/3] PaDiM on washer: elapsed 0:" in output
+    assert "remaining ~" in output
+
+    rows = {(r["model"], r["category"]): r for r in csv.DictReader((out / "leaderboard.csv").open())}
+    assert set(rows) == {(m, c) for m in ("DAAD", "DAAD+", "PaDiM") for c in ("washer", "mean (1/1)")}
+    for row in rows.values():
+        assert row["status"] == "ok"
+        for metric in ("image_AUROC", "pixel_AUROC", "image_F1Score", "pixel_F1Score", "pixel_AUPRO"):
+            assert 0 <= float(row[metric]) <= 1, (row["model"], metric)
+        assert float(row["images_per_second"]) > 0
+        assert float(row["model_size_mb"]) > 0
+    # DAAD+ is the DAAD network re-scored: same size, DAAD's training time, other scores.
+    daad, plus = rows["DAAD", "washer"], rows["DAAD+", "washer"]
+    assert plus["train_seconds"] == daad["train_seconds"]
+    assert plus["model_size_mb"] == daad["model_size_mb"]
+    assert "latent_weight=0.001" in plus["settings"]
+    assert "backbone_weights=untrained (random init)" in rows["PaDiM", "washer"]["settings"]
+
+    markdown = (out / "leaderboard.md").read_text()
+    assert "| PaDiM (untrained backbone) | washer |" in markdown
+    assert "| DAAD (1 ep) | washer |" in markdown
+    for chart in ("metrics.png", "cost.png", "roc_washer.png"):
+        assert (out / "charts" / chart).read_bytes()[:4] == b"\x89PNG"
+    # The ROC curve is the one anomalib's AUROC integrated.
+    stored = json.loads((out / "pairs" / "washer" / "PaDiM.json").read_text())
+    fpr, tpr = (np.asarray(v) for v in stored["roc"])
+    area = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+    assert area == pytest.approx(stored["metrics"]["image_AUROC"], abs=1e-6)
+
+    pairs = sorted((out / "pairs").rglob("*.json"))
+    stamps = [p.stat().st_mtime_ns for p in [*pairs, out / "checkpoints" / "washer" / "DAAD.ckpt"]]
+    code, output = leaderboard(*args, "--output", out, cwd=tmp_path)
+    assert code == 0, output
+    for model in ("DAAD", "DAAD+", "PaDiM"):
+        assert f"resume: {model} on washer is finished, not retrained" in output
+    assert "[1/" not in output
+    assert [p.stat().st_mtime_ns for p in [*pairs, out / "checkpoints" / "washer" / "DAAD.ckpt"]] == stamps
+
+
+def test_crashing_model_is_reported_and_the_rest_finish(tiny_root: Path, tmp_path: Path) -> None:
+    config = yaml.safe_load((REPO / "configs" / "divide_assemble.yaml").read_text())
+    config["model"]["init_args"]["lr"] = float("nan")  # the optimizer refuses it once training starts
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    out = tmp_path / "out"
+    code, output = leaderboard(
+        "--root", tiny_root, "--categories", "washer", "--models", "AE", "PaDiM", "--max-epochs", "1",
+        "--daad-config", bad, "--output", out, cwd=tmp_path,
+    )  # fmt: skip
+    assert code == 1, output
+    assert "FAILED: AE on washer: ValueError: Invalid learning rate: nan" in output
+    assert "INCOMPLETE: 1 of 2 pairs failed (AE on washer)" in output
+    assert not (out / "leaderboard.csv").exists()
+    statuses = {r["model"]: r["status"] for r in csv.DictReader((out / "leaderboard_INCOMPLETE.csv").open())}
+    assert statuses == {"AE": "failed", "PaDiM": "ok"}
+    assert "**INCOMPLETE**" in (out / "leaderboard_INCOMPLETE.md").read_text()
+    assert "Traceback" in (out / "logs" / "washer_AE.log").read_text()
