@@ -261,11 +261,11 @@ def build_module(latent_weight: float, use_memory: bool) -> torch.nn.Module:
 
 
 def make_training_step(module: torch.nn.Module, images: torch.Tensor) -> Callable[[], None]:
-    """A closure doing one ``DivideAssemble.training_step`` without a ``Trainer``.
+    """A closure running the real ``DivideAssemble.training_step`` without a ``Trainer``.
 
-    ``self.optimizers()`` becomes the optimizers of ``configure_optimizers``,
+    ``self.optimizers()`` returns the optimizers of ``configure_optimizers``,
     ``self.manual_backward(loss)`` becomes ``loss.backward()`` (what Lightning does for
-    32-bit CPU training); ``log_dict`` is left out.
+    32-bit CPU training) and ``log_dict`` does nothing; everything else is the module's own code.
 
     Args:
         module: The ``DivideAssemble`` module, put in training mode here.
@@ -274,30 +274,17 @@ def make_training_step(module: torch.nn.Module, images: torch.Tensor) -> Callabl
     Returns:
         The step function.
     """
+    from anomalib.data import ImageBatch
+
     module.train()
-    generator_optimizer, discriminator_optimizer = module.configure_optimizers()
-    model = module.model
-    autoencoder_parameters = list(model.autoencoder.parameters())
-    discriminator_parameters = list(model.discriminator.parameters())
+    optimizers = module.configure_optimizers()
+    module.optimizers = lambda: optimizers
+    module.manual_backward = lambda loss: loss.backward()
+    module.log_dict = lambda *args, **kwargs: None
+    batch = ImageBatch(image=images)
 
     def step() -> None:
-        reconstruction = model(images)
-        real_logits, real_features = model.discriminator(images)
-        fake_logits, fake_features = model.discriminator(reconstruction.image)
-        terms = module.generator_loss(
-            images, reconstruction.image, reconstruction.entropy, fake_logits, real_features, fake_features
-        )
-        generator_optimizer.zero_grad()
-        terms.total.backward()
-        module._check_finite("generator", terms.total, autoencoder_parameters, 0)
-        generator_optimizer.step()
-
-        fake_logits, _ = model.discriminator(reconstruction.image.detach())
-        discriminator_loss = module.discriminator_loss(real_logits, fake_logits)
-        discriminator_optimizer.zero_grad()
-        discriminator_loss.backward()
-        module._check_finite("discriminator", discriminator_loss, discriminator_parameters, 0)
-        discriminator_optimizer.step()
+        module.training_step(batch, 0)
 
     return step
 

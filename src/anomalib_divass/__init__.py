@@ -11,10 +11,12 @@ Example:
 
 """
 
+from .cli import install_seed_everything
 from .data import MVTec, install_image_reader
 from .lightning_model import DivideAssemble
 
 install_image_reader()
+install_seed_everything()  # when anomalib's command line is running
 
 __all__ = ["DivideAssemble", "MVTec"]
 __version__ = "0.1.0"

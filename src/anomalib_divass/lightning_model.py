@@ -19,7 +19,8 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import torch
@@ -35,7 +36,9 @@ from torch import nn, optim
 from torchvision.transforms.v2 import Compose, Resize
 
 from .anomaly_map import AnomalyMapGenerator
+from .deploy import DeploymentMixin
 from .discriminator import Discriminator
+from .distributed import RankZeroImageVisualizer, share_results_folder, use_sync_batchnorm
 from .loss import DiscriminatorLoss, GeneratorLoss
 from .torch_model import DivideAssembleModel, MemoryAutoencoder, check_input_size
 
@@ -44,6 +47,7 @@ __all__ = ["CheckpointMismatchError", "DivideAssemble", "NonFiniteLossError"]
 logger = logging.getLogger(__name__)
 
 LIGHTNING_DEFAULT_MAX_EPOCHS = 1000
+AUTO = "auto"
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -58,13 +62,18 @@ class CheckpointMismatchError(ValueError):
 ARCHITECTURE_ARGUMENTS = ("granularity", "channels", "num_items", "discriminator_channels", "use_memory")
 
 
-class DivideAssemble(AnomalibModule):
+class DivideAssemble(DeploymentMixin, AnomalibModule):
     """Divide-and-Assemble (DAAD / DAAD+) anomaly detection.
+
+    Exported with anomalib's ``Engine.export`` (``anomalib export``); :class:`~anomalib_divass.deploy.DeploymentMixin`
+    checks the checkpoint and the export folder first and gives ``INT8_PTQ`` a quantization that keeps quality.
 
     Args:
         granularity: Block side per scale in feature cells, finest scale first, one per
             entry of ``channels``. The default gives every block 64 x 64 image pixels at 256 x 256
-            (a quarter of the image side at every scale).
+            (a quarter of the image side at every scale). ``"auto"`` chooses it when training
+            starts, from normal training images only (see :mod:`anomalib_divass.granularity.auto`);
+            the checkpoint records the chosen block sizes.
         channels: Encoder channels per stride-2 scale, finest first.
         num_items: Memory items per scale.
         similarity: Memory addressing, ``"cosine"`` or ``"dot"``.
@@ -86,10 +95,13 @@ class DivideAssemble(AnomalibModule):
         betas: Adam betas of both optimizers.
         default_max_epochs: Training length used when none is given (Lightning would
             otherwise train for 1000 epochs); ``--trainer.max_epochs`` always wins.
+        auto_epochs: With ``granularity="auto"``: training epochs of every candidate setting.
+        auto_block_sizes: With ``granularity="auto"``: the uniform block sides tried (powers of
+            two, ``"whole"`` for one block per map), plus the default granularity.
         pre_processor: Pre-processor, or ``True`` for a 256 x 256 resize.
         post_processor: Post-processor, or ``True`` for anomalib's ``PostProcessor``.
         evaluator: Evaluator, or ``True`` for image and pixel AUROC and F1.
-        visualizer: Visualizer, or ``True`` for anomalib's ``ImageVisualizer``.
+        visualizer: Visualizer, or ``True`` for anomalib's ``ImageVisualizer`` (written by process 0 only).
 
     Example:
         >>> model = DivideAssemble(channels=[8, 16], granularity=[2, 1], pre_processor=False)
@@ -100,7 +112,7 @@ class DivideAssemble(AnomalibModule):
 
     def __init__(
         self,
-        granularity: Sequence[int] = (32, 16, 8, 4, 2),
+        granularity: Sequence[int] | Literal["auto"] = (32, 16, 8, 4, 2),
         channels: Sequence[int] = (16, 32, 64, 128, 256),
         num_items: int = 100,
         similarity: Literal["cosine", "dot"] = "cosine",
@@ -119,6 +131,8 @@ class DivideAssemble(AnomalibModule):
         discriminator_lr: float = 2e-4,
         betas: tuple[float, float] = (0.5, 0.999),
         default_max_epochs: int = 50,
+        auto_epochs: int = 10,
+        auto_block_sizes: Sequence[int | str] = (1, 2, 4, 8, 16, 32, "whole"),
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,
         evaluator: Evaluator | bool = True,
@@ -130,22 +144,13 @@ class DivideAssemble(AnomalibModule):
             evaluator=evaluator,
             visualizer=visualizer,
         )
-        self.granularity = tuple(int(k) for k in granularity)
-        if self.input_size is not None:
-            check_input_size(self.input_size, self.granularity)
-        self.model = DivideAssembleModel(
-            MemoryAutoencoder(
-                channels=channels,
-                granularity=self.granularity,
-                num_items=num_items,
-                similarity=similarity,
-                shrink_threshold=shrink_threshold,
-                temperature=temperature,
-                use_memory=use_memory,
-            ),
-            Discriminator(channels=discriminator_channels),
-            AnomalyMapGenerator(latent_weight=latent_weight, sigma=sigma, top_fraction=score_top_fraction),
-        )
+        self.auto_epochs = auto_epochs
+        self.auto_block_sizes = tuple(auto_block_sizes)
+        self.granularity_choice: str | None = None
+        if granularity == AUTO:
+            self.granularity: tuple[int, ...] | None = None  # chosen in setup("fit"), or read from a checkpoint
+        else:
+            self._build_network(granularity)
         self.generator_loss = GeneratorLoss(adversarial_weight, reconstruction_weight, feature_weight, entropy_weight)
         self.discriminator_loss = DiscriminatorLoss()
         self.lr = lr
@@ -153,6 +158,96 @@ class DivideAssemble(AnomalibModule):
         self.betas = tuple(betas)
         self.default_max_epochs = default_max_epochs
         self.automatic_optimization = False
+
+    def _build_network(self, granularity: Sequence[int]) -> None:
+        """Build the network for one granularity, with the other architecture arguments of ``hparams``."""
+        self.granularity = tuple(int(k) for k in granularity)
+        if self.input_size is not None:
+            check_input_size(self.input_size, self.granularity)
+        arguments = self.hparams
+        self.model = DivideAssembleModel(
+            MemoryAutoencoder(
+                channels=arguments["channels"],
+                granularity=self.granularity,
+                num_items=arguments["num_items"],
+                similarity=arguments["similarity"],
+                shrink_threshold=arguments["shrink_threshold"],
+                temperature=arguments["temperature"],
+                use_memory=arguments["use_memory"],
+            ),
+            Discriminator(channels=arguments["discriminator_channels"]),
+            AnomalyMapGenerator(
+                latent_weight=arguments["latent_weight"],
+                sigma=arguments["sigma"],
+                top_fraction=arguments["score_top_fraction"],
+            ),
+        )
+
+    def setup(self, stage: str) -> None:
+        """With ``granularity="auto"``, choose the block sizes from the training images before fitting.
+
+        Every candidate is trained for ``auto_epochs`` on the normal training images minus a held-out
+        fifth and judged on synthetic defects pasted on that fifth; the test split is never read. The
+        choice is logged and becomes ``hparams["granularity"]``, so the checkpoint records it.
+
+        Raises:
+            ValueError: If there is no datamodule with training images to choose from.
+
+        """
+        if self.granularity is not None or stage != "fit":
+            return
+        from .granularity.auto import auto_granularity  # noqa: PLC0415  (imports the Engine)
+
+        train_data = getattr(getattr(self.trainer, "datamodule", None), "train_data", None)
+        if train_data is None:
+            msg = (
+                "granularity 'auto' chooses the block sizes from the datamodule's training images, but this run has "
+                "no datamodule: pass one (--data / Engine.fit(datamodule=...)) or give the block sizes explicitly."
+            )
+            raise ValueError(msg)
+        excluded = {"granularity", "auto_epochs", "auto_block_sizes", "default_max_epochs"}
+        choice = auto_granularity(
+            train_data,
+            image_size=self.input_size or (256, 256),
+            num_scales=len(self.hparams["channels"]),
+            epochs=self.auto_epochs,
+            model_arguments={
+                **{k: v for k, v in self.hparams.items() if k not in excluded},
+                "pre_processor": False,  # the datamodule already resizes to this model's input size
+            },
+            block_sizes=self.auto_block_sizes,
+            latent_weight=self.hparams["latent_weight"],
+        )
+        self.granularity_choice = choice.reason
+        logger.warning("Automatic granularity: %s", choice.reason)
+        self.hparams["granularity"] = list(choice.granularity)
+        self._build_network(choice.granularity)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the reason of an automatic granularity choice with the checkpoint."""
+        if self.granularity_choice is not None:
+            checkpoint["granularity_choice"] = self.granularity_choice
+        super().on_save_checkpoint(checkpoint)
+
+    def _require_network(self) -> None:
+        if self.granularity is None:
+            msg = (
+                "granularity 'auto' is chosen when training starts: train first, or load the trained checkpoint "
+                "(--ckpt_path), which records the chosen block sizes."
+            )
+            raise ValueError(msg)
+
+    def on_validation_start(self) -> None:
+        """Refuse to score with an unchosen automatic granularity."""
+        self._require_network()
+
+    def on_test_start(self) -> None:
+        """Refuse to score with an unchosen automatic granularity."""
+        self._require_network()
+
+    def on_predict_start(self) -> None:
+        """Refuse to score with an unchosen automatic granularity."""
+        self._require_network()
 
     @classmethod
     def configure_pre_processor(cls, image_size: tuple[int, int] | None = None) -> PreProcessor:
@@ -179,6 +274,11 @@ class DivideAssemble(AnomalibModule):
         val_metrics = [AUROC(fields=["pred_score", "gt_label"], prefix="image_")]
         return Evaluator(val_metrics=val_metrics, test_metrics=test_metrics)
 
+    @classmethod
+    def configure_visualizer(cls) -> RankZeroImageVisualizer:
+        """The visualizer: anomalib's ``ImageVisualizer``, written by process 0 only under several processes."""
+        return RankZeroImageVisualizer()
+
     def configure_optimizers(self) -> list[optim.Optimizer]:
         """Adam for the generator (autoencoder and memories), Adam for the discriminator."""
         generator = optim.Adam(self.model.autoencoder.parameters(), lr=self.lr, betas=self.betas)
@@ -195,6 +295,22 @@ class DivideAssemble(AnomalibModule):
                 self.default_max_epochs,
             )
             fit_loop.max_epochs = self.default_max_epochs
+
+    def configure_model(self) -> None:
+        """Under several processes: one results folder, and batch norm over the global batch (see ``distributed``)."""
+        if self._trainer is None:  # load_from_checkpoint (export, Python use) calls it without a Trainer
+            return
+        if self.trainer.world_size > 1:
+            share_results_folder(self.trainer)  # anomalib's Engine made one results folder per process
+        if self.trainer.state.fn == "fit" and self.trainer.world_size > 1:
+            switched = use_sync_batchnorm(self.model)
+            logger.info("%d processes: %d batch norms use the global batch", self.trainer.world_size, switched)
+
+    def teardown(self, stage: str) -> None:
+        """Give back plain ``BatchNorm2d`` layers after training (for export and single-process use)."""
+        if stage == "fit":
+            use_sync_batchnorm(self.model, enable=False)
+        super().teardown(stage)
 
     def _check_finite(self, name: str, loss: torch.Tensor, parameters: Sequence[nn.Parameter], batch_idx: int) -> None:
         """Stop training before a NaN or infinite loss or gradient changes the weights."""
@@ -227,20 +343,23 @@ class DivideAssemble(AnomalibModule):
             images = images.expand(-1, self.model.in_channels, -1, -1)
         reconstruction = self.model(images)
         real_logits, real_features = self.model.discriminator(images)
-        fake_logits, fake_features = self.model.discriminator(reconstruction.image)
+        with frozen(self.model.discriminator):  # the generator's gradient stops at the reconstruction
+            fake_logits, fake_features = self.model.discriminator(reconstruction.image)
         terms = self.generator_loss(
             images, reconstruction.image, reconstruction.entropy, fake_logits, real_features, fake_features
         )
-        generator_optimizer.zero_grad()
-        self.manual_backward(terms.total)
-        self._check_finite("generator", terms.total, list(self.model.autoencoder.parameters()), batch_idx)
-        generator_optimizer.step()
-
         fake_logits, _ = self.model.discriminator(reconstruction.image.detach())
         discriminator_loss = self.discriminator_loss(real_logits, fake_logits)
+
+        # One backward pass for both players. Each parameter gets exactly its own player's gradient, so
+        # the update is the same as a generator step followed by a discriminator step (the discriminator's
+        # loss only uses its weights before either step), and DDP averages every gradient once per step.
+        generator_optimizer.zero_grad()
         discriminator_optimizer.zero_grad()
-        self.manual_backward(discriminator_loss)
+        self.manual_backward(terms.total + discriminator_loss)
+        self._check_finite("generator", terms.total, list(self.model.autoencoder.parameters()), batch_idx)
         self._check_finite("discriminator", discriminator_loss, list(self.model.discriminator.parameters()), batch_idx)
+        generator_optimizer.step()
         discriminator_optimizer.step()
 
         self.log_dict(
@@ -255,6 +374,7 @@ class DivideAssemble(AnomalibModule):
             prog_bar=True,
             logger=bool(self.loggers),
             batch_size=images.shape[0],
+            sync_dist=True,  # epoch means over all processes' batches (no cost in one process)
         )
         return {"generator_loss": terms.total.detach(), "discriminator_loss": discriminator_loss.detach()}
 
@@ -282,6 +402,11 @@ class DivideAssemble(AnomalibModule):
 
         """
         saved = checkpoint.get("hyper_parameters", {})
+        if self.granularity is None and isinstance(saved.get("granularity"), list | tuple):
+            # granularity "auto": adopt what the checkpoint's training chose.
+            self.hparams["granularity"] = list(saved["granularity"])
+            self._build_network(saved["granularity"])
+            self.granularity_choice = checkpoint.get("granularity_choice")
         differences = []
         for name in ARCHITECTURE_ARGUMENTS:
             if name in saved and _plain(saved[name]) != _plain(self.hparams.get(name)):
@@ -310,6 +435,19 @@ class DivideAssemble(AnomalibModule):
     def learning_type(self) -> LearningType:
         """One-class: trained on normal images only."""
         return LearningType.ONE_CLASS
+
+
+@contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """Let gradients pass through ``module`` without reaching its parameters, within the block."""
+    flags = [(parameter, parameter.requires_grad) for parameter in module.parameters()]
+    for parameter, _ in flags:
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter, flag in flags:
+            parameter.requires_grad_(flag)
 
 
 def _cli_value(value: Any) -> str:  # noqa: ANN401
