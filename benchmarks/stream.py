@@ -16,7 +16,7 @@ A flat curve means the same images/s and the same peak memory for 1,000 and 10,0
   the compiled model); "model loaded" is the RSS before the first image.
 
 Usage:
-    python benchmarks/stream.py [--root /work/runs/stream] [--counts 1000 10000] [--image-size 256]
+    python benchmarks/stream.py [--root runs/stream] [--counts 1000 10000] [--image-size 256]
         [--model model.xml] [--workers N] [--threads N] [--precision auto]
 """
 
@@ -124,7 +124,7 @@ def score_once(args: argparse.Namespace) -> dict:
 def main() -> None:
     """Generate the folders, score each in a fresh process, print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=Path("/work/runs/stream"))
+    parser.add_argument("--root", type=Path, default=Path("runs/stream"))
     parser.add_argument("--counts", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--distinct", type=int, default=50, help="distinct rendered washers per folder")
