@@ -4,6 +4,13 @@
 categories with anomalib's ``Engine``, datamodule and ``Evaluator``, stores every finished pair
 at once (an interrupted run resumes), and writes a CSV, a Markdown table and PNG charts.
 
+It does not use ``anomalib benchmark``, which fails plugin models in three ways (anomalib 2.7):
+it builds models with ``anomalib.models.get_model``, which looks short names up in
+``anomalib.models`` and refuses dotted paths outside anomalib (``ALLOWED_MODULES``); it exits 0
+even when a job fails; and mixing models whose ``init_args`` keys differ loses every result
+(``KeyError`` when the results are gathered). Here each pair is its own ``Engine`` run, a failure is
+recorded for that pair (the rest finish) and makes the exit code 1.
+
 - ``models``: the contestants and their shared settings.
 - ``measure``: the evaluator, timing callbacks and model size.
 - ``runner``: the pairs, their stored results and the resume.
