@@ -7,7 +7,8 @@ with the package imports this small module at interpreter start; it only adds a 
 imported, the finder lets it load and then imports ``anomalib_divass``, which registers
 ``DivideAssemble`` and the ``MVTec`` data alias before the arguments are parsed, and checks
 ``--ckpt_path`` (Lightning would unpickle a missing file or an exported ``model.xml`` with an
-unhelpful error): a bad one ends the command with status 2 and a message naming the fix.
+unhelpful error): a bad one ends the command with status 2 and a message naming the fix. An
+exported ``model.xml`` given to ``anomalib predict`` with ``--data`` is run with OpenVINO instead.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class _CLIWatcher:
             except Exception as error:
                 print(f"anomalib-divass: plugin not loaded ({error!r}).", file=sys.stderr)
                 return
-            exit_on_bad_cli_arguments(sys.argv)  # SystemExit(2) with the fix for a bad --ckpt_path
+            exit_on_bad_cli_arguments(sys.argv)  # exported-model predict, or SystemExit(2) naming the fix
 
         spec.loader.exec_module = exec_module
         return spec

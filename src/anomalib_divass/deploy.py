@@ -265,18 +265,56 @@ def check_cli_arguments(argv: Sequence[str]) -> None:
     """
     if len(argv) < 2 or Path(argv[0]).name not in CLI_NAMES or argv[1] not in CHECKPOINT_SUBCOMMANDS:
         return
+    value = cli_option(argv, "--ckpt_path")
+    if value and value not in {"best", "last", "hpc", "registry", "null", "None"}:
+        check_checkpoint_path(value)
+
+
+def cli_option(argv: Sequence[str], name: str) -> str | None:
+    """The value of option ``name`` (``--name value`` or ``--name=value``) in ``argv``, the last one given.
+
+    Example:
+        >>> cli_option(["anomalib", "predict", "--ckpt_path=a.ckpt", "--data", "images"], "--data")
+        'images'
+
+    """
+    value = None
     for index, argument in enumerate(argv):
-        value = None
-        if argument == "--ckpt_path" and index + 1 < len(argv):
+        if argument == name and index + 1 < len(argv):
             value = argv[index + 1]
-        elif argument.startswith("--ckpt_path="):
+        elif argument.startswith(f"{name}="):
             value = argument.split("=", 1)[1]
-        if value and value not in {"best", "last", "hpc", "registry", "null", "None"}:
-            check_checkpoint_path(value)
+    return value
+
+
+def exported_prediction_arguments(argv: Sequence[str]) -> tuple[str, str] | None:
+    """``(model, images)`` when ``argv`` is ``anomalib predict`` of an exported OpenVINO / ONNX model on a path.
+
+    anomalib 2.7's ``predict`` only runs training checkpoints (Lightning unpickles ``--ckpt_path``); the
+    plugin runs an exported ``model.xml`` / ``model.onnx`` on ``--data <folder or image>`` itself.
+
+    Example:
+        A training checkpoint is left to anomalib:
+
+        >>> exported_prediction_arguments(["anomalib", "predict", "--ckpt_path", "model.ckpt", "--data", "."]) is None
+        True
+
+    """
+    if len(argv) < 2 or Path(argv[0]).name not in CLI_NAMES or argv[1] != "predict":
+        return None
+    model, images = cli_option(argv, "--ckpt_path"), cli_option(argv, "--data")
+    if model is None or images is None or exported_format(model) not in {"OpenVINO", "ONNX"}:
+        return None
+    if not Path(model).is_file() or not Path(images).exists():
+        return None  # check_cli_arguments / anomalib name what is missing
+    return model, images
 
 
 def exit_on_bad_cli_arguments(argv: Sequence[str]) -> None:
     """:func:`check_cli_arguments`, printing the message and exiting with status 2 on a bad argument.
+
+    ``anomalib predict --ckpt_path model.xml --data <folder>`` (an exported model) is run here with
+    :func:`anomalib_divass.inference.predict_with_exported_model`, and the command exits with its status.
 
     Args:
         argv: ``sys.argv``.
@@ -285,6 +323,11 @@ def exit_on_bad_cli_arguments(argv: Sequence[str]) -> None:
         SystemExit: With status 2 after printing the message.
 
     """
+    exported = exported_prediction_arguments(argv)
+    if exported is not None:
+        from .inference import predict_with_exported_model  # noqa: PLC0415  (OpenVINO only when needed)
+
+        raise SystemExit(predict_with_exported_model(*exported))
     try:
         check_cli_arguments(argv)
     except (CheckpointNotFoundError, WrongCheckpointError) as error:

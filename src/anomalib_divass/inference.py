@@ -57,6 +57,7 @@ __all__ = [
     "list_images",
     "main",
     "predict_folder",
+    "predict_with_exported_model",
     "run_command",
     "save_mask",
     "score_folder",
@@ -745,6 +746,33 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m anomalib_diva
     add_arguments(parser)
     args = parser.parse_args(argv)
     return run_command(args)
+
+
+def predict_with_exported_model(model: str | Path, images: str | Path, results: str | Path = "results") -> int:
+    """``anomalib predict`` of an exported model: score ``images`` into a new results folder.
+
+    Writes ``<results>/DivideAssemble/exported/v<N>/predictions.csv`` and ``masks/`` (N one more than the
+    last run, like anomalib's own results folders) and prints one line per image.
+
+    Args:
+        model: Exported ``model.xml`` (or ``model.onnx``).
+        images: Folder of images (searched recursively) or one image.
+        results: Results root (anomalib's default ``results``).
+
+    Returns:
+        The folder command's exit status (0 all scored, 1 some unreadable images skipped, 2 an error).
+
+    """
+    root = Path(results) / "DivideAssemble" / "exported"
+    versions = [int(path.name[1:]) for path in root.glob("v*") if path.name[1:].isdigit()]
+    folder = root / f"v{max(versions, default=-1) + 1}"
+    folder.mkdir(parents=True)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    arguments = ["--model", str(model), "--data", str(images), "--output", str(folder / "predictions.csv")]
+    status = run_command(parser.parse_args([*arguments, "--masks", str(folder / "masks")]))
+    print(f"Exported-model predictions (OpenVINO): {folder / 'predictions.csv'}, masks in {folder / 'masks'}")
+    return status
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

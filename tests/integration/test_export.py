@@ -388,19 +388,34 @@ def test_cli_argument_check_names_the_fix() -> None:
     check_cli_arguments(["python", "predict", "--ckpt_path", "model.xml"])  # not the anomalib command: no check
 
 
-def test_anomalib_predict_on_an_exported_model_names_the_fix(
-    export: Callable[[str], Path], trained: Trained, fresh_folder: Path
+def test_anomalib_predict_runs_an_exported_model_on_a_folder(
+    export: Callable[[str], Path], trained: Trained, torch_model: DivideAssemble, fresh_folder: Path
 ) -> None:
-    process = anomalib(
-        "predict",
-        "--model",
-        "DivideAssemble",
-        "--ckpt_path",
-        str(export("openvino")),
-        "--data",
-        str(fresh_folder),
-        cwd=trained.workdir,
-    )
+    model = export("openvino")
+    command = ["predict", "--model", "DivideAssemble", "--ckpt_path", str(model), "--data", str(fresh_folder)]
+    process = anomalib(*command, cwd=trained.workdir)
+    assert process.returncode == 0, process.stderr[-3000:]
+    results = trained.workdir / "results" / "DivideAssemble" / "exported"
+    with (results / "v0" / "predictions.csv").open() as file:
+        rows = {Path(row["image"]).name: row for row in csv.DictReader(file)}
+    assert sorted(rows) == [f"{index:02d}.png" for index in range(len(FRESH_SIZES))]
+    for index, size in enumerate(FRESH_SIZES):
+        reference = training_path(torch_model, read(fresh_folder / f"{index:02d}.png")[None])
+        # OpenVINO's default precision (bf16 on this CPU): scores within bf16 rounding, not 1e-4.
+        expected = float(reference["pred_score"][0])
+        assert float(rows[f"{index:02d}.png"]["pred_score"]) == pytest.approx(expected, abs=2e-2)
+        with Image.open(results / "v0" / "masks" / f"{index:02d}.png") as mask:
+            assert (mask.height, mask.width) == size
+    # A second run never overwrites the first: it gets the next results folder.
+    assert anomalib(*command, cwd=trained.workdir).returncode == 0
+    assert (results / "v1" / "predictions.csv").is_file()
+
+
+def test_anomalib_predict_on_an_exported_model_without_images_names_the_fix(
+    export: Callable[[str], Path], trained: Trained
+) -> None:
+    model = export("openvino")
+    process = anomalib("predict", "--model", "DivideAssemble", "--ckpt_path", str(model), cwd=trained.workdir)
     assert process.returncode == 2
     message = flat(process.stderr)
     assert "is an exported OpenVINO model, not a training checkpoint" in message
