@@ -424,6 +424,12 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
                 "that belongs to this configuration."
             )
             raise CheckpointMismatchError(msg)
+        # Metric states of an evaluator this model was not built with (e.g. the leaderboard's AUPRO) are
+        # not weights: drop them, so that such a checkpoint loads strictly for export, test or predict.
+        state = checkpoint.get("state_dict", {})
+        own = set(self.state_dict())
+        for key in [key for key in state if key.startswith("evaluator.") and key not in own]:
+            del state[key]
         super().on_load_checkpoint(checkpoint)
 
     @property

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from anomalib.data import ImageBatch
@@ -78,6 +80,22 @@ def test_checkpoint_of_another_granularity_is_refused() -> None:
     with pytest.raises(CheckpointMismatchError, match=r"granularity: checkpoint \[4, 2, 1\], this model \[2, 2, 1\]"):
         other.on_load_checkpoint(checkpoint)
     bare_model().on_load_checkpoint(checkpoint)  # same configuration: accepted
+
+
+def test_checkpoint_with_another_evaluators_metric_states_loads_strictly(tmp_path: Path) -> None:
+    trained = DivideAssemble(**SMALL)
+    state = trained.state_dict()
+    state["evaluator.test_metrics.4.fpr_limit"] = torch.tensor(0.3)  # e.g. the leaderboard's AUPRO
+    path = tmp_path / "model.ckpt"
+    checkpoint = {"hyper_parameters": dict(trained.hparams), "pytorch-lightning_version": "2.6"}
+    torch.save({**checkpoint, "state_dict": state}, path)
+    loaded = DivideAssemble.load_from_checkpoint(path)
+    for name, weight in trained.model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[name], weight), name
+    del state["model.autoencoder.encoder.0.0.weight"]  # a missing weight is still an error
+    torch.save({**checkpoint, "state_dict": state}, path)
+    with pytest.raises(RuntimeError, match=r"Missing key"):
+        DivideAssemble.load_from_checkpoint(path)
 
 
 def test_training_length_defaults_instead_of_lightnings_1000_epochs() -> None:
