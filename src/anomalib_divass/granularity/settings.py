@@ -50,11 +50,6 @@ class GranularitySetting:
     use_memory: bool = True
     block_size: int | str | None = None
 
-    @property
-    def on_axis(self) -> bool:
-        """Whether the setting lies on the uniform block-size axis of the plots."""
-        return self.block_size is not None
-
 
 def feature_map_sides(image_size: Sequence[int], num_scales: int) -> list[int]:
     """The shorter side of every scale's feature map, finest first.
