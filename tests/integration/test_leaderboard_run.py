@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from cli_helpers import BIN, run
 
@@ -85,3 +88,50 @@ def test_crashing_model_is_reported_and_the_rest_finish(tiny_root: Path, tmp_pat
     assert statuses == {"AE": "failed", "PaDiM": "ok"}
     assert "**INCOMPLETE**" in (out / "leaderboard_INCOMPLETE.md").read_text()
     assert "Traceback" in (out / "logs" / "washer_AE.log").read_text()
+
+
+def test_training_cut_off_mid_way_resumes_from_its_last_epoch(tiny_root: Path, tmp_path: Path) -> None:
+    """A killed run keeps the last finished epoch; the same command trains only the epochs left."""
+    out = tmp_path / "out"
+    args = [str(BIN / "anomalib-divass"), "leaderboard", "--root", str(tiny_root), "--categories", "washer"]
+    args += ["--models", "AE", "--max-epochs", "4", "--output", str(out)]
+    env = {**os.environ, "COLUMNS": "200", "PYTHONWARNINGS": "ignore"}
+    process = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    for line in process.stdout:  # type: ignore[union-attr]
+        seen.append(line)
+        if "AE on washer: epoch 2/4" in line:
+            process.kill()  # as a power cut would: no clean-up of any kind
+            break
+    process.wait(timeout=60)
+    assert any("epoch 2/4" in line for line in seen), "".join(seen)
+    checkpoint = out / "resume" / "washer" / "AE.ckpt"
+    assert checkpoint.is_file()
+    assert not (out / "pairs" / "washer" / "AE.json").exists()
+    stored = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    assert stored["epoch"] in {1, 2}  # epoch 2 finished (0-based 1); epoch 3 may have been saved before the kill
+    earlier_seconds = stored["callbacks"]["leaderboard_epoch_checkpoint"]["train_seconds"]
+    assert earlier_seconds > 0
+
+    code, output = leaderboard(*args[2:], cwd=tmp_path)
+    assert code == 0, output
+    assert "resuming AE on washer from its last finished epoch" in output
+    assert "epoch 1/4" not in output
+    assert "epoch 4/4" in output
+    assert not checkpoint.exists()  # the pair is finished: its resume files are gone
+    result = json.loads((out / "pairs" / "washer" / "AE.json").read_text())
+    assert result["status"] == "ok"
+    assert result["train_seconds"] > earlier_seconds  # the time before the interruption counts
+
+
+def test_resume_checkpoint_of_other_settings_is_not_used(tiny_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    base = ["--root", tiny_root, "--categories", "washer", "--models", "AE", "--output", out]
+    stem = out / "resume" / "washer" / "AE"
+    stem.parent.mkdir(parents=True)
+    stem.with_suffix(".ckpt").write_bytes(b"left by a 9-epoch run")
+    stem.with_suffix(".json").write_text(json.dumps({"model": "AE", "settings": {"epochs": 9}}))
+    code, output = leaderboard(*base, "--max-epochs", "1", cwd=tmp_path)
+    assert code == 0, output
+    assert "not resuming AE on washer from its last epoch: it was trained with other" in output
+    assert "epoch 1/1" in output

@@ -2,7 +2,8 @@
 
 ``anomalib-divass leaderboard`` trains and tests a list of models on a list of MVTec-layout
 categories with anomalib's ``Engine``, datamodule and ``Evaluator``, stores every finished pair
-at once (an interrupted run resumes), and writes a CSV, a Markdown table and PNG charts.
+at once (an interrupted run resumes; a training cut off mid-way, from its last epoch), and writes
+a CSV, a Markdown table and PNG charts.
 
 It does not use ``anomalib benchmark``, which fails plugin models in three ways (anomalib 2.7):
 it builds models with ``anomalib.models.get_model``, which looks short names up in
@@ -13,7 +14,8 @@ recorded for that pair (the rest finish) and makes the exit code 1.
 
 - ``models``: the contestants and their shared settings.
 - ``measure``: the evaluator, timing callbacks and model size.
-- ``runner``: the pairs, their stored results and the resume.
+- ``runner``: the pairs, their stored results and the resume of finished pairs.
+- ``resume``: a training cut off mid-way continues from its last finished epoch.
 - ``report`` and ``plots``: the files.
 - ``command``: the command line.
 

@@ -103,23 +103,29 @@ def format_seconds(seconds: float) -> str:
 
 
 class EpochProgress(Callback):
-    """Print each finished training epoch with elapsed and estimated remaining time of the fit."""
+    """Print each finished training epoch with elapsed and estimated remaining time of the fit.
+
+    A resumed fit estimates from the epochs it trained itself, not from those before the interruption.
+    """
 
     def __init__(self, label: str) -> None:
         self.label = label
         self._start = 0.0
+        self._first_epoch = 0
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Start the clock."""
-        del trainer, pl_module
+        """Start the clock (``current_epoch`` is the restored one when the fit resumes)."""
+        del pl_module
         self._start = time.perf_counter()
+        self._first_epoch = trainer.current_epoch
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """One progress line."""
         del pl_module
         done, total = trainer.current_epoch + 1, trainer.max_epochs
         elapsed = time.perf_counter() - self._start
-        remaining = elapsed / done * (total - done) if total and total > 0 else float("nan")
+        trained = max(1, done - self._first_epoch)
+        remaining = elapsed / trained * (total - done) if total and total > 0 else float("nan")
         print(
             f"    {self.label}: epoch {done}/{total}, elapsed {format_seconds(elapsed)}, "
             f"remaining ~{format_seconds(remaining) if math.isfinite(remaining) else '?'}",

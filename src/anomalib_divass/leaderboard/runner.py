@@ -10,6 +10,10 @@ DAAD+ is not trained: it is the trained DAAD network (its checkpoint, kept in
 anomalib's ``Engine`` validates it first, so that the post-processor learns thresholds and
 normalisation for the DAAD+ map, then tests it. Its training time is DAAD's.
 
+A pair cut off while training resumes from its last finished epoch (``resume``): the full
+training state is kept in ``<output>/resume/`` after every epoch and used again only by the same
+model with the same settings.
+
 Trained models validate once, after the last epoch (the post-processor's thresholds need it);
 the tested weights are those of the last epoch, never a checkpoint picked on the test set.
 
@@ -36,6 +40,7 @@ import torch
 from ..data.mvtec import DatasetNotFoundError, check_category_folder
 from .measure import CurveAUROC, EpochProgress, InferenceTimer, format_seconds, leaderboard_evaluator, model_size_mb
 from .models import MODELS, LeaderboardSettings, build_model
+from .resume import TrainingResume
 
 __all__ = ["Category", "PairResult", "ResultStore", "check_categories", "run_pairs"]
 
@@ -146,6 +151,10 @@ class ResultStore:
         """Where a trained network is kept for re-scoring."""
         return self.output / "checkpoints" / category / f"{model}.ckpt"
 
+    def resume_stem(self, model: str, category: str) -> Path:
+        """Where an unfinished training keeps its last epoch (``.ckpt``) and fingerprint (``.json``)."""
+        return self.output / "resume" / category / model.replace("+", "_plus")
+
     def log_path(self, model: str, category: str) -> Path:
         """Where a failed pair's traceback goes."""
         return self.output / "logs" / f"{category}_{model.replace('+', '_plus')}.log"
@@ -230,7 +239,23 @@ def _test(
     )
 
 
-def _train_and_test(name: str, category: Category, settings: LeaderboardSettings, store: ResultStore) -> PairResult:
+def _training_resume(
+    name: str, category: Category, settings: LeaderboardSettings, store: ResultStore
+) -> TrainingResume:
+    """The resume files of a trained model, fingerprinted by everything that defines its training."""
+    fingerprint = {
+        "model": name,
+        "category": str(category.folder.resolve()),
+        "settings": MODELS[name].settings_of(settings),
+        "model_arguments": settings.daad.init_args if name in {"DAAD", "DAAD+", "AE"} else {},
+        "seed": settings.daad.seed,
+    }
+    return TrainingResume(store.resume_stem(name, category.name), fingerprint)
+
+
+def _train_and_test(
+    name: str, category: Category, settings: LeaderboardSettings, store: ResultStore, log: Callable[[str], None]
+) -> PairResult:
     from lightning.pytorch import seed_everything  # noqa: PLC0415
 
     spec = MODELS[name]
@@ -239,11 +264,22 @@ def _train_and_test(name: str, category: Category, settings: LeaderboardSettings
     model = build_model(name, settings, evaluator)
     timer = InferenceTimer()
     epochs = settings.epochs(name) if spec.trained else None
-    engine = _engine(store, name, category, [EpochProgress(f"{name} on {category.name}"), timer], epochs)
+    callbacks = [timer, EpochProgress(f"{name} on {category.name}")]
+    resume = _training_resume(name, category, settings, store) if spec.trained else None
+    checkpoint = None
+    if resume is not None:
+        checkpoint = resume.checkpoint()
+        if resume.stale_reason:
+            log(f"    not resuming {name} on {category.name} from its last epoch: {resume.stale_reason}; from scratch")
+        if checkpoint is not None:
+            log(f"    resuming {name} on {category.name} from its last finished epoch ({checkpoint})")
+        resume.start()
+        callbacks.insert(0, resume.callback)  # the checkpoint is on disk before the epoch's progress line
+    engine = _engine(store, name, category, callbacks, epochs)
     datamodule = _datamodule(name, category, settings)
     start = time.perf_counter()
-    engine.fit(model, datamodule=datamodule)
-    train_seconds = time.perf_counter() - start
+    engine.fit(model, datamodule=datamodule, ckpt_path=checkpoint)
+    train_seconds = resume.callback.train_seconds if resume is not None else time.perf_counter() - start
     if name == "DAAD":
         checkpoint = store.checkpoint_path(name, category.name)
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
@@ -252,10 +288,15 @@ def _train_and_test(name: str, category: Category, settings: LeaderboardSettings
         os.replace(temporary, checkpoint)
     result = _test(engine, model, datamodule, roc, timer, name, category.name)
     result.train_seconds, result.settings, result.notes = train_seconds, spec.settings_of(settings), spec.description
+    if resume is not None:
+        resume.clear()
     return result
 
 
-def _rescore(name: str, category: Category, settings: LeaderboardSettings, store: ResultStore) -> PairResult:
+def _rescore(
+    name: str, category: Category, settings: LeaderboardSettings, store: ResultStore, log: Callable[[str], None]
+) -> PairResult:
+    del log
     from anomalib_divass import DivideAssemble  # noqa: PLC0415
 
     spec = MODELS[name]
@@ -347,7 +388,7 @@ def run_pairs(
         start = time.perf_counter()
         try:
             runner = _rescore if MODELS[name].rescores else _train_and_test
-            result = runner(name, category, settings, store)
+            result = runner(name, category, settings, store, log)
         except Exception as error:  # one failing pair must not stop the others
             log_file = store.log_path(name, category.name)
             write_atomic(log_file, traceback.format_exc())
