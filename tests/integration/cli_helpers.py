@@ -12,10 +12,16 @@ BIN = Path(sys.executable).parent
 METRIC_ROW = re.compile(r"│\s*(image_\w+|pixel_\w+)\s*│\s*([0-9.eE+-]+)\s*│")
 
 
+def environment() -> dict[str, str]:
+    """The environment of the commands: a wide terminal (so rich tables are not wrapped), no warnings."""
+    return {**os.environ, "COLUMNS": "200", "PYTHONWARNINGS": "ignore"}
+
+
 def run(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run a command with a wide terminal (so rich tables are not wrapped)."""
-    env = {**os.environ, "COLUMNS": "200", "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    """Run a command in :func:`environment`."""
+    return subprocess.run(
+        args, cwd=cwd, env=environment(), capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def anomalib(*args: str, cwd: Path, command: str = "anomalib") -> subprocess.CompletedProcess:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from cli_helpers import BIN, run
+from cli_helpers import BIN, environment, run
 
 pytestmark = pytest.mark.integration
 
@@ -95,8 +94,9 @@ def test_training_cut_off_mid_way_resumes_from_its_last_epoch(tiny_root: Path, t
     out = tmp_path / "out"
     args = [str(BIN / "anomalib-divass"), "leaderboard", "--root", str(tiny_root), "--categories", "washer"]
     args += ["--models", "AE", "--max-epochs", "4", "--output", str(out)]
-    env = {**os.environ, "COLUMNS": "200", "PYTHONWARNINGS": "ignore"}
-    process = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        args, cwd=tmp_path, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     seen = []
     for line in process.stdout:  # type: ignore[union-attr]
         seen.append(line)

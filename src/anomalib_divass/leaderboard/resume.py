@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -125,4 +124,4 @@ class TrainingResume:
         self.fingerprint_path.unlink(missing_ok=True)
         parent = self.checkpoint_path.parent
         if parent.is_dir() and not any(parent.iterdir()):
-            shutil.rmtree(parent, ignore_errors=True)
+            parent.rmdir()

@@ -279,7 +279,8 @@ def _train_and_test(
     datamodule = _datamodule(name, category, settings)
     start = time.perf_counter()
     engine.fit(model, datamodule=datamodule, ckpt_path=checkpoint)
-    train_seconds = resume.callback.train_seconds if resume is not None else time.perf_counter() - start
+    earlier = resume.callback.previous_seconds if resume is not None else 0.0  # before an interruption
+    train_seconds = earlier + time.perf_counter() - start
     if name == "DAAD":
         checkpoint = store.checkpoint_path(name, category.name)
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
