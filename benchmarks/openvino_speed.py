@@ -10,7 +10,7 @@ GFLOP per image, achieved GFLOP/s and the fraction of the CPU's measured matrix-
   ``PERFORMANCE_HINT=LATENCY``, synchronous requests. FP32 = ``INFERENCE_PRECISION_HINT f32``; bf16 =
   ``bf16`` (OpenVINO's default on CPUs with bf16 instructions); INT8 = anomalib's ``INT8_PTQ`` IR (NNCF
   defaults on the whole graph) and, for DivideAssemble, the plugin's INT8 (only the convolutions, which
-  keeps detection quality: ``anomalib_divass.deploy.quantize_convolutions``), their unquantized layers at
+  keeps detection quality: ``anomalib_divass.models.divide_assemble.export.quantize_convolutions``), their unquantized layers at
   OpenVINO's default precision. anomalib's PatchCore export comes out with a fixed batch of 2 (torch.export
   specializes it) and cannot be reshaped: it is exported once per batch size.
 * PaDiM (resnet18) and PatchCore (wide_resnet50_2) are anomalib's, built with ``pre_trained=False``:
@@ -184,12 +184,12 @@ def export(
     """FP32 and INT8_PTQ IRs through anomalib's ``to_openvino`` with a fixed input size.
 
     ``batch`` fixes the batch dimension too (for exports whose batch torch.export specializes anyway).
-    DivideAssemble also gets the plugin's INT8 (:func:`anomalib_divass.deploy.quantize_convolutions`).
+    DivideAssemble also gets the plugin's INT8 (:func:`anomalib_divass.models.divide_assemble.export.quantize_convolutions`).
     """
     import openvino as ov
     from anomalib.deploy import CompressionType
 
-    from anomalib_divass.deploy import quantize_convolutions
+    from anomalib_divass.models.divide_assemble.export import quantize_convolutions
 
     extra: dict[str, Any] = {"onnx_kwargs": {"dynamic_shapes": ({0: batch},)}} if batch else {}
     from anomalib.models.components.base.export_mixin import ExportMixin

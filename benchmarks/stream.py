@@ -7,7 +7,7 @@ every result is appended to a CSV. Each folder size runs in a fresh process, so 
 A flat curve means the same images/s and the same peak memory for 1,000 and 10,000 images; the
 "RSS at 10% / 100%" columns show memory does not grow during a run either.
 
-* Images: the demo generator's washers (``anomalib_divass.tools.demo_data.render_sample``, a fifth with
+* Images: the demo generator's washers (``anomalib_divass.demo.data.render_sample``, a fifth with
   defects) at ``--image-size`` px, PNG. A pool of ``--distinct`` rendered images is written over and over
   under new names (decoding cost does not depend on which washer it is); folders are reused if complete.
 * Model: ``--model model.xml``, or a freshly initialised default DivideAssemble (256 x 256, five scales)
@@ -49,7 +49,7 @@ def make_folder(folder: Path, count: int, image_size: int, distinct: int, seed: 
     """``count`` demo washers as PNG files in ``folder`` (kept if already complete)."""
     from PIL import Image
 
-    from anomalib_divass.tools.demo_data import DEFECT_TYPES, render_sample
+    from anomalib_divass.demo.data import DEFECT_TYPES, render_sample
 
     names = [folder / f"{index:06d}.png" for index in range(count)]
     if folder.is_dir() and sum(1 for _ in folder.glob("*.png")) == count:

@@ -5,10 +5,9 @@ imported, and has no plugin mechanism. The ``anomalib_divass_autoload.pth`` file
 with the package imports this small module at interpreter start; it only adds a finder to
 ``sys.meta_path`` (no anomalib, no torch). When, and only when, ``anomalib.cli.cli`` is
 imported, the finder lets it load and then imports ``anomalib_divass``, which registers
-``DivideAssemble`` and the ``MVTec`` data alias before the arguments are parsed, and checks
-``--ckpt_path`` (Lightning would unpickle a missing file or an exported ``model.xml`` with an
-unhelpful error): a bad one ends the command with status 2 and a message naming the fix. An
-exported ``model.xml`` given to ``anomalib predict`` with ``--data`` is run with OpenVINO instead.
+``DivideAssemble`` and the ``MVTec`` data alias before the arguments are parsed, and applies
+``anomalib_divass.compat`` (the same workarounds ``anomalib-divass`` applies, so both commands
+behave identically).
 """
 
 from __future__ import annotations
@@ -37,8 +36,9 @@ class _CLIWatcher:
         def exec_module(module: object) -> None:
             load(module)
             try:
-                import anomalib_divass  # noqa: F401, PLC0415  (registers DivideAssemble, MVTec)
                 from anomalib_divass.deploy import exit_on_bad_cli_arguments  # noqa: PLC0415
+
+                import anomalib_divass  # noqa: F401, PLC0415  (registers DivideAssemble, MVTec)
             except Exception as error:
                 print(f"anomalib-divass: plugin not loaded ({error!r}).", file=sys.stderr)
                 return

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anomalib_divass.tools.demo_data import make_demo_category, render_sample
+from anomalib_divass.demo.data import make_demo_category, render_sample
 
 
 def add_obvious_defects(root: Path, category: str, count: int, image_size: int, seed: int = 99) -> None:

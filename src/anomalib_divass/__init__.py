@@ -1,8 +1,9 @@
 """anomalib-divass: the Divide-and-Assemble anomaly detector (DAAD, ICCV 2021) for anomalib.
 
-Importing the package registers ``DivideAssemble`` (and the ``MVTec`` data alias) with
-anomalib's command line, and installs an image reader that handles 16-bit images and names
-corrupt files.
+Re-exports only: importing the package changes nothing in anomalib. ``DivideAssemble`` is an
+``AnomalibModule`` and ``MVTec`` an ``MVTecAD`` datamodule alias, so once imported anomalib's
+command line resolves ``--model DivideAssemble`` and ``--data MVTec`` (the ``.pth`` hook imports
+the package when, and only when, anomalib's command line starts).
 
 Example:
     >>> from anomalib_divass import DivideAssemble
@@ -11,12 +12,8 @@ Example:
 
 """
 
-from .cli import install_seed_everything
-from .data import MVTec, install_image_reader
-from .lightning_model import DivideAssemble
-
-install_image_reader()
-install_seed_everything()  # when anomalib's command line is running
+from .data import MVTec
+from .models import DivideAssemble
 
 __all__ = ["DivideAssemble", "MVTec"]
 __version__ = "0.1.0"

@@ -1,74 +1,88 @@
-"""The ``anomalib-divass`` command: anomalib's command line with the plugin loaded.
+"""The ``anomalib-divass`` command: anomalib's command line with the plugin loaded, plus the plugin's tools.
 
-Every anomalib subcommand (``train``, ``fit``, ``test``, ``predict``, ``export`` ...) is
-accepted with ``--model DivideAssemble`` and ``--data MVTec``; ``demo`` runs the README's
-main job on the embedded demo dataset; ``leaderboard`` compares models (see ``leaderboard``);
-``granularity`` sweeps the block size on one category (see ``granularity``);
-``predict-folder`` scores a folder of any size with an exported model, streaming into a CSV
-(see ``inference``).
+Every anomalib subcommand (``train``, ``fit``, ``test``, ``predict``, ``export`` ...) is accepted with
+``--model DivideAssemble`` and ``--data MVTec`` and behaves exactly as under ``anomalib`` (both entry points
+apply :func:`anomalib_divass.compat.apply`). The plugin's own subcommands:
+
+* ``demo``: the README's main job on the embedded demo dataset;
+* ``leaderboard``: DivideAssemble next to PaDiM, PatchCore and others (see :mod:`.leaderboard`);
+* ``granularity``: the block-size sweep on one category (see :mod:`.granularity`);
+* ``predict-folder``: a folder of any size through an exported model into a CSV (see :mod:`.inference`);
+* ``config``: print the shipped config (``anomalib-divass config > divide_assemble.yaml``).
 
 Example:
     anomalib-divass train --model DivideAssemble --data MVTec --data.root ../shared/datasets/mvtec_ad
     anomalib-divass demo
-    anomalib-divass leaderboard --root ../shared/datasets/mvtec_ad --categories bottle
-    anomalib-divass granularity --data.root ../shared/datasets/mvtec_ad --data.category bottle
-    anomalib-divass predict-folder --model results/weights/openvino/model.xml --data images/ --resume
+    anomalib-divass config > divide_assemble.yaml
 """
 
 from __future__ import annotations
 
 import sys
+from importlib import resources
+from pathlib import Path
 
-import anomalib_divass  # noqa: F401  (registers DivideAssemble and MVTec)
+__all__ = ["config_path", "main"]
+
+SHIPPED_CONFIG = "divide_assemble.yaml"
 
 
-def install_seed_everything() -> None:
-    """Make anomalib's ``--seed_everything`` seed, as its help says (anomalib 2.7 parses it, never seeds).
+def config_path(name: str = SHIPPED_CONFIG) -> Path:
+    """Path of a config shipped inside the package (works from a wheel as from the repository).
 
-    Wraps ``AnomalibCLI.instantiate_classes`` (once) to call Lightning's ``seed_everything`` with the
-    option's value before the model is built: an int seeds with it, ``True`` (the default) with a random
-    seed that Lightning also hands to the processes DDP starts (``PL_GLOBAL_SEED``), ``False`` not at all.
-    Does nothing unless anomalib's command line is loaded.
+    Args:
+        name: File name in ``anomalib_divass/configs``.
+
+    Returns:
+        The file's path.
+
+    Example:
+        >>> config_path().name
+        'divide_assemble.yaml'
+
     """
-    module = sys.modules.get("anomalib.cli.cli")
-    if module is None or getattr(module.AnomalibCLI.instantiate_classes, "_seeds", False):
-        return
-    instantiate_classes = module.AnomalibCLI.instantiate_classes
+    return Path(str(resources.files("anomalib_divass") / "configs" / name))
 
-    def seeded(self: object) -> None:
-        seed = self._get(self.config, "seed_everything")  # type: ignore[attr-defined]
-        if seed is not None and seed is not False:
-            from lightning.pytorch import seed_everything  # noqa: PLC0415
 
-            seed_everything(None if seed is True else int(seed), workers=True)
-        instantiate_classes(self)
-
-    seeded._seeds = True  # type: ignore[attr-defined]
-    module.AnomalibCLI.instantiate_classes = seeded
+def _print_config(argv: list[str]) -> int:
+    if argv and argv[0] in {"-h", "--help"}:
+        print("usage: anomalib-divass config [--path]\n\nPrint the shipped DivideAssemble config (YAML), or its path.")
+        return 0
+    path = config_path()
+    print(path if "--path" in argv else path.read_text(encoding="utf-8"), end="\n" if "--path" in argv else "")
+    return 0
 
 
 def main() -> None:
     """Run a plugin subcommand, or anomalib's command line for every other one."""
-    if len(sys.argv) > 1 and sys.argv[1] == "demo":
-        from .tools.demo import run_demo  # noqa: PLC0415
+    command = sys.argv[1] if len(sys.argv) > 1 else None
+    rest = sys.argv[2:]
+    if command == "demo":
+        from .demo.command import run_demo  # noqa: PLC0415
 
-        run_demo(sys.argv[2:])
+        run_demo(rest)
         return
-    if len(sys.argv) > 1 and sys.argv[1] == "granularity":
+    if command == "granularity":
         from .granularity.command import main as granularity_main  # noqa: PLC0415
 
-        granularity_main(sys.argv[2:])
+        granularity_main(rest)
         return
-    if len(sys.argv) > 1 and sys.argv[1] == "predict-folder":
-        from .inference import main as predict_folder  # noqa: PLC0415
+    if command == "predict-folder":
+        from .inference.command import main as predict_folder  # noqa: PLC0415
 
-        sys.exit(predict_folder(sys.argv[2:], prog="anomalib-divass predict-folder"))
-    if len(sys.argv) > 1 and sys.argv[1] == "leaderboard":
+        sys.exit(predict_folder(rest, prog="anomalib-divass predict-folder"))
+    if command == "leaderboard":
         from .leaderboard import main as leaderboard  # noqa: PLC0415
 
-        sys.exit(leaderboard(sys.argv[2:]))
+        sys.exit(leaderboard(rest))
+    if command == "config":
+        sys.exit(_print_config(rest))
     from anomalib.cli.cli import main as anomalib_main  # noqa: PLC0415
 
+    from . import compat, models  # noqa: F401, PLC0415  (models: --model DivideAssemble resolvable)
+    from .data import MVTec  # noqa: F401, PLC0415  (makes --data MVTec resolvable)
+
+    compat.apply(sys.argv)
     anomalib_main()
 
 

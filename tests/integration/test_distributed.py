@@ -27,7 +27,7 @@ pytestmark = pytest.mark.integration
 
 TOLERANCE = 1e-3  # relative L2 difference per tensor (parameters and batch norm statistics)
 # A small network keeps two trainings and their tests under a minute on 2 cores.
-SMALL = ["--model.channels", "[8,16]", "--model.granularity", "[32,16]", "--model.discriminator_channels", "[8,16]"]
+SMALL = ["--model.channels", "[8,16]", "--model.granularity", "[32,16]"]
 CONTINUOUS = ["--model.shrink_threshold", "0"]  # see above
 EPOCHS = 3  # one step per epoch: the whole training set is one global batch
 

@@ -37,15 +37,11 @@ from cli_helpers import anomalib, mvtec
 from PIL import Image
 
 from anomalib_divass import DivideAssemble
-from anomalib_divass.deploy import (
-    CheckpointNotFoundError,
-    ExportFolderError,
-    WrongCheckpointError,
-    check_cli_arguments,
-    quantized_inputs,
-)
+from anomalib_divass.compat import check_cli_arguments
+from anomalib_divass.models.divide_assemble.checkpoint import CheckpointNotFoundError, WrongCheckpointError
+from anomalib_divass.models.divide_assemble.export import ExportFolderError, quantized_inputs
 from anomalib_divass.inference import InputSizeError, OpenVINOModel
-from anomalib_divass.tools.demo_data import render_sample
+from anomalib_divass.demo.data import render_sample
 
 pytestmark = pytest.mark.integration
 
@@ -359,7 +355,7 @@ def test_folder_command_matches_pytorch(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from anomalib_divass.inference import main
+    from anomalib_divass.inference.command import main
 
     monkeypatch.chdir(tmp_path)
     output, masks = tmp_path / "scores.csv", tmp_path / "masks"

@@ -43,7 +43,6 @@ def exported(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         channels=[8, 16],
         granularity=[2, 1],
         num_items=10,
-        discriminator_channels=[8, 16],
         pre_processor=DivideAssemble.configure_pre_processor((64, 64)),
         visualizer=False,
     )

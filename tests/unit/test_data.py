@@ -13,7 +13,7 @@ from PIL import Image
 from anomalib_divass import MVTec
 from anomalib_divass.data import DatasetNotFoundError, ImageReadError, read_image
 from anomalib_divass.data.mvtec import check_category_folder
-from anomalib_divass.tools.demo_data import make_demo_category
+from anomalib_divass.demo.data import make_demo_category
 
 
 def test_alias_keeps_mvtecad_results_paths() -> None:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anomalib_divass.tools import demo_data
-from anomalib_divass.tools.demo_data import (
+from anomalib_divass.demo import data as demo_data
+from anomalib_divass.demo.data import (
     DEFECT_TYPES,
     MAX_DEFECT_AREA,
     MIN_DEFECT_AREA,

@@ -1,4 +1,4 @@
-"""Unit tests of the export checks and the INT8_ACQ metric wrapper (``anomalib_divass.deploy``)."""
+"""Unit tests of the export checks and the INT8_ACQ metric wrapper (``models.divide_assemble.checkpoint`` and ``.export``)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,13 @@ import pytest
 import torch
 from anomalib.metrics import F1Score
 
-from anomalib_divass.deploy import (
+from anomalib_divass.models.divide_assemble.checkpoint import (
     CheckpointNotFoundError,
-    ExportFolderError,
-    ResettingMetric,
     WrongCheckpointError,
     check_checkpoint_model,
     check_checkpoint_path,
-    check_export_root,
 )
+from anomalib_divass.models.divide_assemble.export import ExportFolderError, ResettingMetric, check_export_root
 
 
 def test_resetting_metric_scores_each_pass_on_its_own() -> None:

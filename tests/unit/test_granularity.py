@@ -9,7 +9,7 @@ import torch
 
 from anomalib_divass.granularity import choose_setting, holdout_split, oracle_setting, sweep_settings, synthetic_defects
 from anomalib_divass.granularity.settings import parse_block_size, uniform_granularity
-from anomalib_divass.torch_model import check_input_size
+from anomalib_divass.models.divide_assemble.torch_model import check_input_size
 
 
 def test_synthetic_defects_change_the_image_inside_their_mask_only() -> None:
@@ -107,7 +107,7 @@ def test_auto_granularity_refuses_to_score_before_it_is_chosen() -> None:
     assert model.hparams["granularity"] == "auto"
     with pytest.raises(ValueError, match="--ckpt_path"):
         model.on_test_start()
-    # Choosing needs training images from a datamodule.
+    # The choice is made outside the model (ChooseGranularity); training without it is refused.
     model._trainer = SimpleNamespace(datamodule=None)
-    with pytest.raises(ValueError, match="no datamodule"):
+    with pytest.raises(ValueError, match="must be chosen before training"):
         model.setup("fit")

@@ -12,9 +12,9 @@ from lightning.pytorch import Trainer
 from torchvision.transforms.v2 import Resize
 
 from anomalib_divass import DivideAssemble
-from anomalib_divass.lightning_model import CheckpointMismatchError, NonFiniteLossError
+from anomalib_divass.models.divide_assemble.lightning_model import CheckpointMismatchError, NonFiniteLossError
 
-SMALL = {"channels": [8, 16, 16], "granularity": [4, 2, 1], "num_items": 8, "discriminator_channels": [8, 16]}
+SMALL = {"channels": [8, 16, 16], "granularity": [4, 2, 1], "num_items": 8}
 
 
 def bare_model(**kwargs: object) -> DivideAssemble:
@@ -98,13 +98,16 @@ def test_checkpoint_with_another_evaluators_metric_states_loads_strictly(tmp_pat
         DivideAssemble.load_from_checkpoint(path)
 
 
-def test_training_length_defaults_instead_of_lightnings_1000_epochs() -> None:
-    model = bare_model(pre_processor=False, default_max_epochs=2)
+def test_training_length_defaults_instead_of_lightnings_1000_epochs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from anomalib_divass.models.divide_assemble import lightning_model
+
+    monkeypatch.setattr(lightning_model, "DEFAULT_MAX_EPOCHS", 2)
+    model = bare_model(pre_processor=False)
     trainer = Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
     trainer.fit(model, train_dataloaders=_loader([torch.rand(2, 3, 32, 32)]))
     assert trainer.current_epoch == 2
     explicit = _trainer(epochs=1)
     explicit.fit(
-        bare_model(pre_processor=False, default_max_epochs=2), train_dataloaders=_loader([torch.rand(2, 3, 32, 32)])
+        bare_model(pre_processor=False), train_dataloaders=_loader([torch.rand(2, 3, 32, 32)])
     )
     assert explicit.current_epoch == 1

@@ -2,7 +2,7 @@
 
 import torch
 
-from anomalib_divass.loss import DiscriminatorLoss, GeneratorLoss
+from anomalib_divass.models.divide_assemble.loss import DiscriminatorLoss, GeneratorLoss
 
 
 def _inputs(offset: float = 0.0) -> tuple[torch.Tensor, ...]:
@@ -12,7 +12,7 @@ def _inputs(offset: float = 0.0) -> tuple[torch.Tensor, ...]:
 
 
 def test_generator_loss_is_the_weighted_sum_of_its_terms() -> None:
-    loss = GeneratorLoss(adversarial_weight=2.0, reconstruction_weight=50.0, latent_weight=3.0, entropy_weight=0.5)
+    loss = GeneratorLoss(adversarial_weight=2.0, reconstruction_weight=50.0, alignment_weight=3.0, entropy_weight=0.5)
     terms = loss(*_inputs(offset=0.1))
     assert torch.isclose(terms.reconstruction, torch.tensor(0.1), atol=1e-6)
     assert torch.isclose(terms.adversarial, torch.log(torch.tensor(2.0)))  # logit 0 against "real"

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from anomalib_divass.memory import BlockMemory, assemble, divide, hard_shrink, weight_entropy
+from anomalib_divass.models.divide_assemble.memory import BlockMemory, assemble, divide, hard_shrink, weight_entropy
 
 
 @pytest.mark.parametrize(("shape", "block_size"), [((2, 3, 8, 8), 1), ((2, 3, 8, 8), 4), ((1, 5, 16, 8), 8)])

@@ -9,7 +9,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from anomalib_divass.distributed import SyncBatchNorm2d, use_sync_batchnorm
+from anomalib_divass.models.divide_assemble.distributed import SyncBatchNorm2d, use_sync_batchnorm
 
 WORLD = 2
 

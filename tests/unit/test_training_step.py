@@ -43,7 +43,6 @@ def test_one_backward_pass_equals_generator_then_discriminator_steps() -> None:
         channels=[8, 16, 16],
         granularity=[4, 2, 1],
         num_items=8,
-        discriminator_channels=[8, 16],
         latent_weight=0.1,
         pre_processor=False,
         post_processor=False,

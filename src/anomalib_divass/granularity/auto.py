@@ -29,8 +29,8 @@ from typing import Any
 
 from anomalib.data.datasets.base.image import AnomalibDataset
 
-from ..lightning_model import AUTO
-from ..torch_model import input_size_multiple
+from ..models.divide_assemble.lightning_model import AUTO
+from ..models.divide_assemble.torch_model import input_size_multiple
 from .settings import DEFAULT_GRANULARITY, GranularitySetting, sweep_settings
 from .sweep import run_sweep
 

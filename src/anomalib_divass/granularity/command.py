@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data import MVTec
-from ..lightning_model import DivideAssemble
+from ..models import DivideAssemble
 from .auto import CRITERIA, DEFAULT_AUTO_BLOCK_SIZES, choose_setting, oracle_setting
 from .plots import plot_sweep
 from .settings import DEFAULT_GRANULARITY, GranularitySetting, parse_block_size, sweep_settings

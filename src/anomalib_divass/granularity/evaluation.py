@@ -31,7 +31,7 @@ from lightning.pytorch import seed_everything
 from torch.utils.data import DataLoader
 from torchmetrics.functional.classification import binary_auroc
 
-from ..lightning_model import DivideAssemble
+from ..models import DivideAssemble
 from .settings import GranularitySetting
 
 __all__ = ["ScoredSet", "dataset_batches", "score_batches", "separation", "train_setting"]

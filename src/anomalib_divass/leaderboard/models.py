@@ -174,7 +174,7 @@ class ModelSpec:
 
 def _divide_assemble(**overrides: Any) -> Callable[[LeaderboardSettings, Any], AnomalibModule]:  # noqa: ANN401
     def build(settings: LeaderboardSettings, evaluator: Any) -> AnomalibModule:  # noqa: ANN401
-        from anomalib_divass import DivideAssemble  # noqa: PLC0415
+        from ..models import DivideAssemble  # noqa: PLC0415
 
         arguments = {**settings.daad.init_args, **overrides}
         return DivideAssemble(**arguments, evaluator=evaluator, visualizer=False)

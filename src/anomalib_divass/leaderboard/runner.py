@@ -183,7 +183,7 @@ def write_atomic(path: Path, text_or_bytes: str | bytes) -> None:
 
 
 def _datamodule(name: str, category: Category, settings: LeaderboardSettings) -> Any:  # noqa: ANN401
-    from anomalib_divass import MVTec  # noqa: PLC0415
+    from ..data import MVTec  # noqa: PLC0415
 
     spec = MODELS[name]
     return MVTec(
@@ -298,7 +298,7 @@ def _rescore(
     name: str, category: Category, settings: LeaderboardSettings, store: ResultStore, log: Callable[[str], None]
 ) -> PairResult:
     del log
-    from anomalib_divass import DivideAssemble  # noqa: PLC0415
+    from ..models import DivideAssemble  # noqa: PLC0415
 
     spec = MODELS[name]
     base = store.load(spec.rescores, category.name)

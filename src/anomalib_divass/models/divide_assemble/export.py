@@ -1,34 +1,22 @@
-"""Export of DivideAssemble with anomalib's ``Engine.export``: clear errors and an INT8 that keeps quality.
+"""Export of DivideAssemble with anomalib's ``Engine.export``: an early folder check and an INT8 that keeps quality.
 
-anomalib's own export path (``anomalib export``, ``Engine.export``) does the work; this module adds
-what it leaves unclear or gets wrong for this model:
-
-* :class:`DeploymentMixin` (a base of ``DivideAssemble``) refuses, before any slow work, a checkpoint
-  that does not exist, an exported model (``.xml``, ``.onnx``, ``.pt``) where a training checkpoint is
-  expected, a checkpoint of another anomalib model, and an export folder that cannot be written; each
-  message names the flag or file that fixes it. Its ``INT8_PTQ`` quantizes only the convolutions
-  (:func:`quantize_convolutions`), calibrated on training images: NNCF's defaults on the whole graph
-  lose about 2 AUROC points.
-* :func:`check_cli_arguments` checks ``--ckpt_path`` of the ``anomalib`` command line before Lightning
-  unpickles it.
-
-Inference with the exported model is in :mod:`anomalib_divass.inference`.
+anomalib's own export path (``anomalib export``, ``Engine.export``) does the work; :class:`DeploymentMixin`
+(a base of ``DivideAssemble``) adds what it leaves unclear or gets wrong for this model: the export folder
+is checked before any slow work, and ``INT8_PTQ`` quantizes only the convolutions
+(:func:`quantize_convolutions`), calibrated on training images: NNCF's defaults on the whole graph lose
+about 2 AUROC points. OpenVINO and NNCF (anomalib's export back-ends) are imported only when exporting.
 
 Example:
     >>> check_export_root("exports", "openvino").parts[-2:]  # doctest: +SKIP
     ('weights', 'openvino')
-    >>> exported_format("model.xml")
-    'OpenVINO'
 
 """
 
 from __future__ import annotations
 
-import inspect
 import os
-import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,173 +24,21 @@ import numpy as np
 import torch
 from anomalib.deploy import CompressionType, ExportType
 
+from .checkpoint import check_checkpoint_model, check_checkpoint_path
+
 __all__ = [
-    "CheckpointNotFoundError",
     "DeploymentMixin",
     "ExportFolderError",
     "ResettingMetric",
-    "WrongCheckpointError",
     "calibration_images",
-    "check_checkpoint_model",
-    "check_checkpoint_path",
-    "check_cli_arguments",
     "check_export_root",
-    "exit_on_bad_cli_arguments",
-    "exported_format",
     "layer_groups",
     "quantize_convolutions",
     "quantized_inputs",
 ]
 
-EXPORTED_SUFFIXES = {".xml": "OpenVINO", ".bin": "OpenVINO", ".onnx": "ONNX", ".pt": "torch"}
-# Every DivideAssemble checkpoint holds the memory autoencoder under this prefix.
-STATE_PREFIX = "model.autoencoder."
-DEFAULT_CHECKPOINT = "results/DivideAssemble/<dataset>/<category>/latest/weights/lightning/model.ckpt"
-
-
-class CheckpointNotFoundError(FileNotFoundError):
-    """The checkpoint given to export, test or predict does not exist."""
-
-
-class WrongCheckpointError(ValueError):
-    """The file is not a DivideAssemble training checkpoint (another model, or an exported model)."""
-
-
 class ExportFolderError(OSError):
     """The export folder cannot be created or written."""
-
-
-def exported_format(path: str | Path) -> str | None:
-    """The exported-model format a file name suggests, or ``None`` for anything else.
-
-    Args:
-        path: A file name.
-
-    Returns:
-        ``"OpenVINO"``, ``"ONNX"``, ``"torch"`` or ``None``.
-
-    Example:
-        >>> exported_format("weights/onnx/model.onnx"), exported_format("model.ckpt")
-        ('ONNX', None)
-
-    """
-    return EXPORTED_SUFFIXES.get(Path(path).suffix.lower())
-
-
-def _infer_hint() -> str:
-    return "python -m anomalib_divass.inference --model <model.xml> --data <folder of images>"
-
-
-def check_checkpoint_path(path: str | Path) -> Path:
-    """Check that ``path`` is an existing training checkpoint, not a missing or exported file.
-
-    Args:
-        path: The ``--ckpt_path`` value.
-
-    Returns:
-        The path, resolved.
-
-    Raises:
-        CheckpointNotFoundError: If the file does not exist (names where training writes it).
-        WrongCheckpointError: If it is an exported model rather than a Lightning checkpoint.
-
-    Example:
-        >>> check_checkpoint_path("no/such/model.ckpt")
-        Traceback (most recent call last):
-        ...
-        anomalib_divass.deploy.CheckpointNotFoundError: No checkpoint at ...
-
-    """
-    resolved = Path(path).expanduser().resolve()
-    kind = exported_format(resolved)
-    if kind is not None:
-        msg = (
-            f"'{path}' is an exported {kind} model, not a training checkpoint: --ckpt_path needs the Lightning "
-            f"checkpoint (model.ckpt) written by `anomalib train` ({DEFAULT_CHECKPOINT}). To run the exported "
-            f"model on images use `{_infer_hint()}` or anomalib.deploy.OpenVINOInferencer."
-        )
-        raise WrongCheckpointError(msg)
-    if not resolved.is_file():
-        where = "it is a folder" if resolved.is_dir() else "the file does not exist"
-        found = _nearby_checkpoints()
-        suggestion = f" Checkpoints found nearby: {', '.join(found)}." if found else ""
-        msg = (
-            f"No checkpoint at '{path}' ({where}). Pass --ckpt_path the model.ckpt written by "
-            f"`anomalib train --model DivideAssemble`, by default {DEFAULT_CHECKPOINT}.{suggestion}"
-        )
-        raise CheckpointNotFoundError(msg)
-    return resolved
-
-
-def _nearby_checkpoints(limit: int = 3) -> list[str]:
-    """DivideAssemble checkpoints under the working folder's ``results`` (cheap, bounded glob)."""
-    results = Path.cwd() / "results"
-    if not results.is_dir():
-        return []
-    found = sorted(results.glob("DivideAssemble/*/*/latest/weights/lightning/*.ckpt"))
-    return [str(candidate.relative_to(Path.cwd())) for candidate in found[:limit]]
-
-
-def _model_signatures() -> dict[str, set[str]]:
-    """Constructor argument names of anomalib's models (imported only on the error path)."""
-    from anomalib import models  # noqa: PLC0415
-    from anomalib.models.components import AnomalibModule  # noqa: PLC0415
-
-    components = {"self", "pre_processor", "post_processor", "evaluator", "visualizer", "args", "kwargs"}
-    signatures = {}
-    for name in getattr(models, "__all__", []):
-        candidate = getattr(models, name, None)
-        if inspect.isclass(candidate) and issubclass(candidate, AnomalibModule):
-            signatures[name] = set(inspect.signature(candidate.__init__).parameters) - components
-    return signatures
-
-
-def guess_model(hyper_parameters: Mapping[str, Any]) -> list[str]:
-    """Anomalib models whose constructor takes every saved hyper-parameter, best match first.
-
-    Args:
-        hyper_parameters: The checkpoint's ``hyper_parameters``.
-
-    Returns:
-        Model class names (empty if none fits or nothing was saved).
-
-    """
-    saved = set(hyper_parameters)
-    if not saved:
-        return []
-    matches = [(len(params - saved), name) for name, params in _model_signatures().items() if saved <= params]
-    return [name for _, name in sorted(matches)]
-
-
-def check_checkpoint_model(checkpoint: Mapping[str, Any]) -> None:
-    """Refuse a checkpoint of another anomalib model before its weights are loaded.
-
-    Args:
-        checkpoint: The loaded checkpoint dictionary.
-
-    Raises:
-        WrongCheckpointError: Naming the model the checkpoint seems to belong to and the fix.
-
-    Example:
-        >>> check_checkpoint_model({"state_dict": {"model.autoencoder.encoder.0.0.weight": None}})
-
-    """
-    state = checkpoint.get("state_dict", {})
-    if any(key.startswith(STATE_PREFIX) for key in state):
-        return
-    hyper_parameters = checkpoint.get("hyper_parameters", {}) or {}
-    candidates = [name for name in guess_model(hyper_parameters) if name != "DivideAssemble"][:3]
-    if candidates:
-        origin = f"its hyper-parameters ({', '.join(sorted(hyper_parameters))}) are those of {' or '.join(candidates)}"
-        fix = f"Use it with --model {candidates[0]}"
-    else:
-        origin = "it was written by another model"
-        fix = "Use it with the model that wrote it"
-    msg = (
-        f"This is not a DivideAssemble checkpoint: it holds no DivideAssemble weights ({STATE_PREFIX}*) and "
-        f"{origin}. {fix}, or pass --ckpt_path the model.ckpt of a DivideAssemble training run ({DEFAULT_CHECKPOINT})."
-    )
-    raise WrongCheckpointError(msg)
 
 
 def check_export_root(export_root: str | Path, export_type: ExportType | str) -> Path:
@@ -237,102 +73,6 @@ def check_export_root(export_root: str | Path, export_type: ExportType | str) ->
         raise ExportFolderError(msg) from error
     return target
 
-
-CHECKPOINT_SUBCOMMANDS = {"fit", "train", "validate", "test", "predict", "export"}
-CLI_NAMES = {"anomalib", "anomalib-divass"}
-
-
-def check_cli_arguments(argv: Sequence[str]) -> None:
-    """Check the ``--ckpt_path`` of an ``anomalib`` / ``anomalib-divass`` command line before it runs.
-
-    Lightning unpickles ``--ckpt_path`` of ``test`` and ``predict`` before any model code runs, so a missing
-    file or an exported model (``model.xml``) fails with ``FileNotFoundError`` or "Unsupported operand 60".
-    Only acts when ``argv[0]`` is one of those commands and the subcommand takes a checkpoint.
-
-    Args:
-        argv: ``sys.argv``.
-
-    Raises:
-        CheckpointNotFoundError: If ``--ckpt_path`` names a missing file.
-        WrongCheckpointError: If it names an exported model.
-
-    Example:
-        >>> check_cli_arguments(["anomalib", "predict", "--ckpt_path", "model.xml"])
-        Traceback (most recent call last):
-        ...
-        anomalib_divass.deploy.WrongCheckpointError: 'model.xml' is an exported OpenVINO model, ...
-
-    """
-    if len(argv) < 2 or Path(argv[0]).name not in CLI_NAMES or argv[1] not in CHECKPOINT_SUBCOMMANDS:
-        return
-    value = cli_option(argv, "--ckpt_path")
-    if value and value not in {"best", "last", "hpc", "registry", "null", "None"}:
-        check_checkpoint_path(value)
-
-
-def cli_option(argv: Sequence[str], name: str) -> str | None:
-    """The value of option ``name`` (``--name value`` or ``--name=value``) in ``argv``, the last one given.
-
-    Example:
-        >>> cli_option(["anomalib", "predict", "--ckpt_path=a.ckpt", "--data", "images"], "--data")
-        'images'
-
-    """
-    value = None
-    for index, argument in enumerate(argv):
-        if argument == name and index + 1 < len(argv):
-            value = argv[index + 1]
-        elif argument.startswith(f"{name}="):
-            value = argument.split("=", 1)[1]
-    return value
-
-
-def exported_prediction_arguments(argv: Sequence[str]) -> tuple[str, str] | None:
-    """``(model, images)`` when ``argv`` is ``anomalib predict`` of an exported OpenVINO / ONNX model on a path.
-
-    anomalib 2.7's ``predict`` only runs training checkpoints (Lightning unpickles ``--ckpt_path``); the
-    plugin runs an exported ``model.xml`` / ``model.onnx`` on ``--data <folder or image>`` itself.
-
-    Example:
-        A training checkpoint is left to anomalib:
-
-        >>> exported_prediction_arguments(["anomalib", "predict", "--ckpt_path", "model.ckpt", "--data", "."]) is None
-        True
-
-    """
-    if len(argv) < 2 or Path(argv[0]).name not in CLI_NAMES or argv[1] != "predict":
-        return None
-    model, images = cli_option(argv, "--ckpt_path"), cli_option(argv, "--data")
-    if model is None or images is None or exported_format(model) not in {"OpenVINO", "ONNX"}:
-        return None
-    if not Path(model).is_file() or not Path(images).exists():
-        return None  # check_cli_arguments / anomalib name what is missing
-    return model, images
-
-
-def exit_on_bad_cli_arguments(argv: Sequence[str]) -> None:
-    """:func:`check_cli_arguments`, printing the message and exiting with status 2 on a bad argument.
-
-    ``anomalib predict --ckpt_path model.xml --data <folder>`` (an exported model) is run here with
-    :func:`anomalib_divass.inference.predict_with_exported_model`, and the command exits with its status.
-
-    Args:
-        argv: ``sys.argv``.
-
-    Raises:
-        SystemExit: With status 2 after printing the message.
-
-    """
-    exported = exported_prediction_arguments(argv)
-    if exported is not None:
-        from .inference import predict_with_exported_model  # noqa: PLC0415  (OpenVINO only when needed)
-
-        raise SystemExit(predict_with_exported_model(*exported))
-    try:
-        check_cli_arguments(argv)
-    except (CheckpointNotFoundError, WrongCheckpointError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 class DeploymentMixin:
@@ -677,3 +417,4 @@ def quantize_convolutions(model: Any, calibration: Sequence[np.ndarray]) -> Any:
         fast_bias_correction=False,
         ignored_scope=nncf.IgnoredScope(names=kept),
     )
+

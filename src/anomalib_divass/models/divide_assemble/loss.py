@@ -46,7 +46,7 @@ class GeneratorLoss(nn.Module):
     Args:
         adversarial_weight: Weight of the adversarial term.
         reconstruction_weight: Weight of the L1 reconstruction term.
-        latent_weight: Weight of the discriminator-feature (latent) term.
+        alignment_weight: Weight of the discriminator-feature (latent) term.
         entropy_weight: Weight of the memory addressing entropy (MemAE).
 
     Example:
@@ -61,13 +61,13 @@ class GeneratorLoss(nn.Module):
         self,
         adversarial_weight: float = 1.0,
         reconstruction_weight: float = 50.0,
-        latent_weight: float = 1.0,
+        alignment_weight: float = 1.0,
         entropy_weight: float = 0.0002,
     ) -> None:
         super().__init__()
         self.adversarial_weight = adversarial_weight
         self.reconstruction_weight = reconstruction_weight
-        self.latent_weight = latent_weight
+        self.alignment_weight = alignment_weight
         self.entropy_weight = entropy_weight
 
     def forward(
@@ -99,7 +99,7 @@ class GeneratorLoss(nn.Module):
         total = (
             self.adversarial_weight * adversarial
             + self.reconstruction_weight * reconstruction
-            + self.latent_weight * latent
+            + self.alignment_weight * latent
             + self.entropy_weight * entropy
         )
         return GeneratorLossTerms(total, adversarial, reconstruction, latent, entropy)

@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -36,9 +37,9 @@ from torch import nn, optim
 from torchvision.transforms.v2 import Compose, Resize
 
 from .anomaly_map import AnomalyMapGenerator
-from .deploy import DeploymentMixin
 from .discriminator import Discriminator
 from .distributed import RankZeroImageVisualizer, share_results_folder, use_sync_batchnorm
+from .export import DeploymentMixin
 from .loss import DiscriminatorLoss, GeneratorLoss
 from .torch_model import DivideAssembleModel, MemoryAutoencoder, check_input_size
 
@@ -58,50 +59,64 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint was trained with another network configuration."""
 
 
+# The defaults, written once: the config, the granularity tools and the leaderboard read them from here.
+DEFAULT_GRANULARITY = (32, 16, 8, 4, 2)
+DEFAULT_CHANNELS = (16, 32, 64, 128, 256)
+DEFAULT_MAX_EPOCHS = 50
+DAAD_PLUS_LATENT_WEIGHT = 0.001  # the DAAD+ map weight measured best on bottle (0.01 was worse)
+DISCRIMINATOR_SCALES = 4  # the discriminator has the encoder's first four widths
+DISCRIMINATOR_LR_RATIO = 0.2  # discriminator learning rate / generator learning rate (DCGAN's 2e-4 at 1e-3)
+ADAM_BETAS = (0.5, 0.999)
+
 # Arguments that change the shape of the network; a checkpoint must agree on all of them.
-ARCHITECTURE_ARGUMENTS = ("granularity", "channels", "num_items", "discriminator_channels", "use_memory")
+ARCHITECTURE_ARGUMENTS = ("granularity", "channels", "num_items", "use_memory")
+
+
+def _check_range(name: str, value: float, low: float, high: float, *, low_open: bool = False) -> None:
+    """Raise a ``ValueError`` naming the argument and its valid range when ``value`` lies outside it."""
+    inside = (low < value if low_open else low <= value) and value <= high
+    if not inside or value != value:  # noqa: PLR0124  (NaN)
+        bracket = "(" if low_open else "["
+        msg = f"--model.{name} must lie in {bracket}{low}, {high}], got {value}."
+        raise ValueError(msg)
 
 
 class DivideAssemble(DeploymentMixin, AnomalibModule):
     """Divide-and-Assemble (DAAD / DAAD+) anomaly detection.
 
-    Exported with anomalib's ``Engine.export`` (``anomalib export``); :class:`~anomalib_divass.deploy.DeploymentMixin`
+    Exported with anomalib's ``Engine.export`` (``anomalib export``); :class:`~.export.DeploymentMixin`
     checks the checkpoint and the export folder first and gives ``INT8_PTQ`` a quantization that keeps quality.
 
     Args:
         granularity: Block side per scale in feature cells, finest scale first, one per
             entry of ``channels``. The default gives every block 64 x 64 image pixels at 256 x 256
-            (a quarter of the image side at every scale). ``"auto"`` chooses it when training
-            starts, from normal training images only (see :mod:`anomalib_divass.granularity.auto`);
-            the checkpoint records the chosen block sizes.
-        channels: Encoder channels per stride-2 scale, finest first.
+            (a quarter of the image side at every scale). ``"auto"``: chosen from normal training
+            images before training by :class:`anomalib_divass.granularity.ChooseGranularity` (the
+            command lines add it); the checkpoint records the chosen block sizes.
+        channels: Encoder channels per stride-2 scale, finest first (the discriminator uses the
+            first four).
         num_items: Memory items per scale.
-        similarity: Memory addressing, ``"cosine"`` or ``"dot"``.
-        shrink_threshold: MemAE hard-shrinkage threshold of the addressing weights.
-        temperature: Softmax temperature of cosine addressing.
-        use_memory: ``False`` turns every memory off: the vanilla autoencoder baseline.
-        latent_weight: Weight of the discriminator-feature error in the anomaly map;
-            0 gives DAAD, > 0 gives DAAD+.
-        sigma: Gaussian smoothing of the anomaly map, in pixels.
+        use_memory: ``False`` turns every memory off: the paper's AE+Skip baseline.
+        shrink_threshold: MemAE hard-shrinkage threshold of the addressing weights, in ``[0, 1)``.
+        temperature: Softmax temperature of the cosine memory addressing, ``> 0``.
+        latent_weight: Weight of the discriminator's latent error in the anomaly map (and so the
+            score): 0 gives DAAD, > 0 gives DAAD+ (``DAAD_PLUS_LATENT_WEIGHT`` measured best).
+        sigma: Gaussian smoothing of the anomaly map, in pixels (0: none).
         score_top_fraction: The image score is the mean of this fraction of the map's highest
             pixels (1.0: the mean of the map; 1 / (H * W): its maximum).
-        discriminator_channels: Channels of the discriminator's stride-2 blocks.
-        adversarial_weight: Weight of the adversarial term of the generator loss.
-        reconstruction_weight: Weight of the L1 reconstruction term.
-        feature_weight: Weight of the discriminator-feature (latent) term of the generator loss.
-        entropy_weight: Weight of the memory addressing entropy.
-        lr: Learning rate of the generator (autoencoder and memories).
-        discriminator_lr: Learning rate of the discriminator.
-        betas: Adam betas of both optimizers.
-        default_max_epochs: Training length used when none is given (Lightning would
-            otherwise train for 1000 epochs); ``--trainer.max_epochs`` always wins.
-        auto_epochs: With ``granularity="auto"``: training epochs of every candidate setting.
-        auto_block_sizes: With ``granularity="auto"``: the uniform block sides tried (powers of
-            two, ``"whole"`` for one block per map), plus the default granularity.
+        reconstruction_weight: Loss weight of the L1 reconstruction term.
+        adversarial_weight: Loss weight of the adversarial term.
+        alignment_weight: Loss weight of the discriminator-feature alignment term (the paper's
+            lambda_ali), ``|f_D(x) - f_D(x_hat)|^2``.
+        entropy_weight: Loss weight of the memory addressing entropy.
+        lr: Learning rate of the generator (autoencoder and memories); the discriminator's is a fifth of it.
         pre_processor: Pre-processor, or ``True`` for a 256 x 256 resize.
         post_processor: Post-processor, or ``True`` for anomalib's ``PostProcessor``.
         evaluator: Evaluator, or ``True`` for image and pixel AUROC and F1.
         visualizer: Visualizer, or ``True`` for anomalib's ``ImageVisualizer`` (written by process 0 only).
+
+    Raises:
+        ValueError: If an argument lies outside its valid range (the message names it and the range).
 
     Example:
         >>> model = DivideAssemble(channels=[8, 16], granularity=[2, 1], pre_processor=False)
@@ -112,51 +127,40 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
 
     def __init__(
         self,
-        granularity: Sequence[int] | Literal["auto"] = (32, 16, 8, 4, 2),
-        channels: Sequence[int] = (16, 32, 64, 128, 256),
+        granularity: Sequence[int] | Literal["auto"] = DEFAULT_GRANULARITY,
+        channels: Sequence[int] = DEFAULT_CHANNELS,
         num_items: int = 100,
-        similarity: Literal["cosine", "dot"] = "cosine",
+        use_memory: bool = True,
         shrink_threshold: float = 0.0025,
         temperature: float = 0.05,
-        use_memory: bool = True,
         latent_weight: float = 0.0,
         sigma: float = 4.0,
         score_top_fraction: float = 0.01,
-        discriminator_channels: Sequence[int] = (16, 32, 64, 128),
-        adversarial_weight: float = 1.0,
         reconstruction_weight: float = 50.0,
-        feature_weight: float = 1.0,
+        adversarial_weight: float = 1.0,
+        alignment_weight: float = 1.0,
         entropy_weight: float = 0.0002,
         lr: float = 1e-3,
-        discriminator_lr: float = 2e-4,
-        betas: tuple[float, float] = (0.5, 0.999),
-        default_max_epochs: int = 50,
-        auto_epochs: int = 10,
-        auto_block_sizes: Sequence[int | str] = (1, 2, 4, 8, 16, 32, "whole"),
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
     ) -> None:
+        _check_arguments(locals())
         super().__init__(
             pre_processor=pre_processor,
             post_processor=post_processor,
             evaluator=evaluator,
             visualizer=visualizer,
         )
-        self.auto_epochs = auto_epochs
-        self.auto_block_sizes = tuple(auto_block_sizes)
         self.granularity_choice: str | None = None
         if granularity == AUTO:
-            self.granularity: tuple[int, ...] | None = None  # chosen in setup("fit"), or read from a checkpoint
+            self.granularity: tuple[int, ...] | None = None  # chosen before fit, or read from a checkpoint
         else:
             self._build_network(granularity)
-        self.generator_loss = GeneratorLoss(adversarial_weight, reconstruction_weight, feature_weight, entropy_weight)
+        self.generator_loss = GeneratorLoss(adversarial_weight, reconstruction_weight, alignment_weight, entropy_weight)
         self.discriminator_loss = DiscriminatorLoss()
         self.lr = lr
-        self.discriminator_lr = discriminator_lr
-        self.betas = tuple(betas)
-        self.default_max_epochs = default_max_epochs
         self.automatic_optimization = False
 
     def _build_network(self, granularity: Sequence[int]) -> None:
@@ -170,12 +174,11 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
                 channels=arguments["channels"],
                 granularity=self.granularity,
                 num_items=arguments["num_items"],
-                similarity=arguments["similarity"],
                 shrink_threshold=arguments["shrink_threshold"],
                 temperature=arguments["temperature"],
                 use_memory=arguments["use_memory"],
             ),
-            Discriminator(channels=arguments["discriminator_channels"]),
+            Discriminator(channels=list(arguments["channels"])[:DISCRIMINATOR_SCALES]),
             AnomalyMapGenerator(
                 latent_weight=arguments["latent_weight"],
                 sigma=arguments["sigma"],
@@ -183,45 +186,37 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
             ),
         )
 
-    def setup(self, stage: str) -> None:
-        """With ``granularity="auto"``, choose the block sizes from the training images before fitting.
+    def set_granularity(self, granularity: Sequence[int], reason: str | None = None) -> None:
+        """Build the network for ``granularity`` chosen outside the model (``granularity="auto"``).
 
-        Every candidate is trained for ``auto_epochs`` on the normal training images minus a held-out
-        fifth and judged on synthetic defects pasted on that fifth; the test split is never read. The
-        choice is logged and becomes ``hparams["granularity"]``, so the checkpoint records it.
+        The choice itself is made by a tool that trains and judges candidates (the ``ChooseGranularity``
+        callback of :mod:`anomalib_divass.granularity`, which the ``anomalib`` and ``anomalib-divass``
+        command lines add for ``--model.granularity auto``); it becomes ``hparams["granularity"]``, so the
+        checkpoint records it, and ``reason`` is kept with the checkpoint.
 
-        Raises:
-            ValueError: If there is no datamodule with training images to choose from.
+        Args:
+            granularity: Block side per scale, finest first.
+            reason: Why it was chosen (one sentence for the log and the checkpoint).
 
         """
-        if self.granularity is not None or stage != "fit":
-            return
-        from .granularity.auto import auto_granularity  # noqa: PLC0415  (imports the Engine)
+        self.granularity_choice = reason
+        self.hparams["granularity"] = [int(k) for k in granularity]
+        self._build_network(granularity)
 
-        train_data = getattr(getattr(self.trainer, "datamodule", None), "train_data", None)
-        if train_data is None:
+    def setup(self, stage: str) -> None:
+        """Refuse to train with a granularity that is still to be chosen.
+
+        Raises:
+            ValueError: If ``granularity="auto"`` reached ``fit`` without a choice.
+
+        """
+        if self.granularity is None and stage == "fit":
             msg = (
-                "granularity 'auto' chooses the block sizes from the datamodule's training images, but this run has "
-                "no datamodule: pass one (--data / Engine.fit(datamodule=...)) or give the block sizes explicitly."
+                "granularity 'auto' must be chosen before training: the anomalib and anomalib-divass command lines "
+                "do it for you; from Python pass Engine(callbacks=[anomalib_divass.granularity.ChooseGranularity()]) "
+                "or run `anomalib-divass granularity choose` and give the block sizes it writes."
             )
             raise ValueError(msg)
-        excluded = {"granularity", "auto_epochs", "auto_block_sizes", "default_max_epochs"}
-        choice = auto_granularity(
-            train_data,
-            image_size=self.input_size or (256, 256),
-            num_scales=len(self.hparams["channels"]),
-            epochs=self.auto_epochs,
-            model_arguments={
-                **{k: v for k, v in self.hparams.items() if k not in excluded},
-                "pre_processor": False,  # the datamodule already resizes to this model's input size
-            },
-            block_sizes=self.auto_block_sizes,
-            latent_weight=self.hparams["latent_weight"],
-        )
-        self.granularity_choice = choice.reason
-        logger.warning("Automatic granularity: %s", choice.reason)
-        self.hparams["granularity"] = list(choice.granularity)
-        self._build_network(choice.granularity)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep the reason of an automatic granularity choice with the checkpoint."""
@@ -281,20 +276,33 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
 
     def configure_optimizers(self) -> list[optim.Optimizer]:
         """Adam for the generator (autoencoder and memories), Adam for the discriminator."""
-        generator = optim.Adam(self.model.autoencoder.parameters(), lr=self.lr, betas=self.betas)
-        discriminator = optim.Adam(self.model.discriminator.parameters(), lr=self.discriminator_lr, betas=self.betas)
+        generator = optim.Adam(self.model.autoencoder.parameters(), lr=self.lr, betas=ADAM_BETAS)
+        discriminator = optim.Adam(
+            self.model.discriminator.parameters(), lr=self.lr * DISCRIMINATOR_LR_RATIO, betas=ADAM_BETAS
+        )
         return [generator, discriminator]
 
     def on_fit_start(self) -> None:
-        """Replace Lightning's implicit 1000 epochs by ``default_max_epochs``."""
+        """Replace Lightning's implicit 1000 epochs by ``DEFAULT_MAX_EPOCHS``; refuse ``max_epochs`` 0.
+
+        Raises:
+            ValueError: If ``--trainer.max_epochs`` is 0 (nothing would be trained, yet metrics would be printed).
+
+        """
         fit_loop = self.trainer.fit_loop
+        if fit_loop.max_epochs == 0:
+            msg = (
+                "--trainer.max_epochs 0 trains nothing: the test metrics would be those of an untrained model and no "
+                f"checkpoint would be written. Give at least 1 epoch (the default is {DEFAULT_MAX_EPOCHS})."
+            )
+            raise ValueError(msg)
         if fit_loop.max_epochs == LIGHTNING_DEFAULT_MAX_EPOCHS and fit_loop.max_steps == -1:
             logger.warning(
                 "No training length given: DivideAssemble trains for %d epochs "
-                "(set --trainer.max_epochs or --model.default_max_epochs to change it).",
-                self.default_max_epochs,
+                "(set --trainer.max_epochs to change it).",
+                DEFAULT_MAX_EPOCHS,
             )
-            fit_loop.max_epochs = self.default_max_epochs
+            fit_loop.max_epochs = DEFAULT_MAX_EPOCHS
 
     def configure_model(self) -> None:
         """Under several processes: one results folder, and batch norm over the global batch (see ``distributed``)."""
@@ -322,7 +330,7 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
             f"The {name} loss became non-finite (loss {loss.item()}, gradient norm {grad_norm.item()}) at epoch "
             f"{self.current_epoch}, global step {self.global_step}, batch {batch_idx}. Training stopped before this "
             f"step changed the weights; the last good checkpoint is kept ({checkpoint}). Check the images for "
-            f"NaN/inf values or lower --model.lr / --model.discriminator_lr."
+            f"NaN/inf values or lower --model.lr."
         )
         raise NonFiniteLossError(msg)
 
@@ -409,7 +417,7 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
             self.granularity_choice = checkpoint.get("granularity_choice")
         differences = []
         for name in ARCHITECTURE_ARGUMENTS:
-            if name in saved and _plain(saved[name]) != _plain(self.hparams.get(name)):
+            if name in saved and name in self.hparams and _plain(saved[name]) != _plain(self.hparams.get(name)):
                 differences.append(
                     f"{name}: checkpoint {_plain(saved[name])}, this model {_plain(self.hparams.get(name))}"
                 )
@@ -468,3 +476,35 @@ def _plain(value: Any) -> Any:  # noqa: ANN401
     if isinstance(value, list | tuple):
         return [_plain(item) for item in value]
     return value
+
+
+def _check_arguments(arguments: dict[str, Any]) -> None:
+    """Validate the constructor arguments of :class:`DivideAssemble`, naming the valid range of a bad one.
+
+    Raises:
+        ValueError: For the first argument outside its range.
+
+    """
+    granularity, channels = arguments["granularity"], arguments["channels"]
+    if isinstance(granularity, str) and granularity != AUTO:
+        msg = (
+            "--model.granularity must be a list of block sizes (one per scale, finest first) or 'auto', "
+            f"got {granularity!r}."
+        )
+        raise ValueError(msg)
+    if not isinstance(granularity, str) and any(int(k) < 1 for k in granularity):
+        msg = f"--model.granularity block sizes must be >= 1, got {list(granularity)}."
+        raise ValueError(msg)
+    if any(int(c) < 1 for c in channels) or not channels:
+        msg = f"--model.channels must be positive widths, one per scale, got {list(channels)}."
+        raise ValueError(msg)
+    if arguments["num_items"] < 1:
+        msg = f"--model.num_items must be >= 1, got {arguments['num_items']}."
+        raise ValueError(msg)
+    _check_range("shrink_threshold", arguments["shrink_threshold"], 0.0, 1.0)
+    _check_range("temperature", arguments["temperature"], 0.0, math.inf, low_open=True)
+    _check_range("sigma", arguments["sigma"], 0.0, 64.0)
+    _check_range("score_top_fraction", arguments["score_top_fraction"], 0.0, 1.0, low_open=True)
+    _check_range("lr", arguments["lr"], 0.0, 1.0, low_open=True)
+    for name in ("latent_weight", "reconstruction_weight", "adversarial_weight", "alignment_weight", "entropy_weight"):
+        _check_range(name, arguments[name], 0.0, math.inf)

@@ -15,7 +15,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from .demo_data import make_demo_category
+from .data import make_demo_category
 
 __all__ = ["run_demo"]
 
