@@ -22,7 +22,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["config_path", "main"]
+__all__ = ["config_path", "main", "prepare_anomalib_cli"]
 
 SHIPPED_CONFIG = "divide_assemble.yaml"
 
@@ -53,6 +53,23 @@ def _print_config(argv: list[str]) -> int:
     return 0
 
 
+def prepare_anomalib_cli(argv: list[str]) -> None:
+    """Make anomalib's command line ready for the plugin; both entry points call this, so they behave alike.
+
+    Called by :func:`main` (``anomalib-divass``) and by the ``.pth`` hook right after ``anomalib.cli.cli`` is
+    imported (``anomalib``): imports the model and data alias (so ``--model DivideAssemble`` and ``--data MVTec``
+    resolve) and applies :func:`anomalib_divass.compat.apply`.
+
+    Args:
+        argv: ``sys.argv``.
+
+    """
+    from . import compat, models  # noqa: F401, PLC0415  (models: --model DivideAssemble resolvable)
+    from .data import MVTec  # noqa: F401, PLC0415  (--data MVTec resolvable)
+
+    compat.apply(argv)
+
+
 def main() -> None:
     """Run a plugin subcommand, or anomalib's command line for every other one."""
     command = sys.argv[1] if len(sys.argv) > 1 else None
@@ -79,10 +96,7 @@ def main() -> None:
         sys.exit(_print_config(rest))
     from anomalib.cli.cli import main as anomalib_main  # noqa: PLC0415
 
-    from . import compat, models  # noqa: F401, PLC0415  (models: --model DivideAssemble resolvable)
-    from .data import MVTec  # noqa: F401, PLC0415  (makes --data MVTec resolvable)
-
-    compat.apply(sys.argv)
+    prepare_anomalib_cli(sys.argv)
     anomalib_main()
 
 
