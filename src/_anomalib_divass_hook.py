@@ -36,13 +36,11 @@ class _CLIWatcher:
         def exec_module(module: object) -> None:
             load(module)
             try:
-                from anomalib_divass.deploy import exit_on_bad_cli_arguments  # noqa: PLC0415
-
-                import anomalib_divass  # noqa: F401, PLC0415  (registers DivideAssemble, MVTec)
+                from anomalib_divass.cli import prepare_anomalib_cli  # noqa: PLC0415
             except Exception as error:
                 print(f"anomalib-divass: plugin not loaded ({error!r}).", file=sys.stderr)
                 return
-            exit_on_bad_cli_arguments(sys.argv)  # exported-model predict, or SystemExit(2) naming the fix
+            prepare_anomalib_cli(sys.argv)  # as `anomalib-divass` does; may exit (bad --ckpt_path)
 
         spec.loader.exec_module = exec_module
         return spec

@@ -38,10 +38,10 @@ from PIL import Image
 
 from anomalib_divass import DivideAssemble
 from anomalib_divass.compat import check_cli_arguments
+from anomalib_divass.demo.data import render_sample
+from anomalib_divass.inference import InputSizeError, OpenVINOModel
 from anomalib_divass.models.divide_assemble.checkpoint import CheckpointNotFoundError, WrongCheckpointError
 from anomalib_divass.models.divide_assemble.export import ExportFolderError, quantized_inputs
-from anomalib_divass.inference import InputSizeError, OpenVINOModel
-from anomalib_divass.demo.data import render_sample
 
 pytestmark = pytest.mark.integration
 

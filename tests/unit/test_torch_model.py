@@ -8,7 +8,12 @@ from anomalib.models.components import GaussianBlur2d
 from anomalib_divass.models.divide_assemble.anomaly_map import AnomalyMapGenerator, SeparableGaussianBlur
 from anomalib_divass.models.divide_assemble.discriminator import Discriminator
 from anomalib_divass.models.divide_assemble.memory import MemoryReadout
-from anomalib_divass.models.divide_assemble.torch_model import DivideAssembleModel, MemoryAutoencoder, check_input_size, input_size_multiple
+from anomalib_divass.models.divide_assemble.torch_model import (
+    DivideAssembleModel,
+    MemoryAutoencoder,
+    check_input_size,
+    input_size_multiple,
+)
 
 SMALL = {"channels": (8, 16, 16), "granularity": (4, 2, 1), "num_items": 12}
 
