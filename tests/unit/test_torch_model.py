@@ -52,7 +52,7 @@ def test_train_and_eval_outputs() -> None:
 def test_decoder_sees_no_raw_encoder_feature() -> None:
     """With every memory replaced by a constant, the reconstruction ignores the input."""
     model = small_model().eval()
-    model.autoencoder.memories = torch.nn.ModuleList(ConstantMemory() for _ in SMALL["granularity"])
+    model.autoencoder.memories = torch.nn.ModuleDict({str(i): ConstantMemory() for i in range(len(SMALL["granularity"]))})
     first = model.autoencoder(torch.rand(2, 3, 32, 32)).image
     second = model.autoencoder(torch.rand(2, 3, 32, 32) * 5).image
     assert torch.allclose(first, second)
@@ -63,7 +63,11 @@ def test_vanilla_autoencoder_depends_on_input() -> None:
     first = model.autoencoder(torch.rand(1, 3, 32, 32)).image
     second = model.autoencoder(torch.rand(1, 3, 32, 32)).image
     assert not torch.allclose(first, second)
-    assert sum(p.numel() for p in model.autoencoder.memories.parameters()) > 0  # same network otherwise
+    assert len(model.autoencoder.memories) == 0
+    daad = small_model().eval()  # the same network otherwise
+    assert [p.shape for p in model.autoencoder.decoder.parameters()] == [
+        p.shape for p in daad.autoencoder.decoder.parameters()
+    ]
 
 
 def test_gradients_reach_encoder_memories_and_decoder() -> None:
@@ -101,11 +105,17 @@ def test_granularity_needs_one_block_size_per_scale() -> None:
 def test_latent_term_changes_the_map() -> None:
     torch.manual_seed(0)
     daad = small_model(latent_weight=0.0).eval()
-    daad_plus = small_model(latent_weight=1.0).eval()
+    daad_plus = small_model(latent_weight=0.5).eval()
     daad_plus.load_state_dict(daad.state_dict())
     images = torch.rand(2, 3, 32, 32)
-    assert (daad_plus(images).anomaly_map > daad(images).anomaly_map).any()
-    assert (daad_plus(images).anomaly_map >= daad(images).anomaly_map - 1e-7).all()
+    reconstruction_map = daad(images).anomaly_map
+    with torch.no_grad():
+        reconstructed = daad.autoencoder(images).image
+        latent_map = daad_plus.anomaly_map.latent_error(
+            daad.discriminator(images)[1], daad.discriminator(reconstructed)[1], images.shape[-2:]
+        )
+    assert not torch.allclose(daad_plus(images).anomaly_map, reconstruction_map)
+    assert torch.allclose(daad_plus(images).anomaly_map, 0.5 * reconstruction_map + 0.5 * latent_map, atol=1e-6)
 
 
 def test_separable_blur_equals_anomalib_gaussian_blur() -> None:

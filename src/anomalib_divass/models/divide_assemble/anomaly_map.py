@@ -1,28 +1,89 @@
-"""Anomaly map of Divide-and-Assemble: reconstruction error plus discriminator latent error.
+"""Anomaly map of Divide-and-Assemble: how far each pixel is from its reconstruction, on a normal scale.
 
-The map is the per-pixel squared reconstruction error, averaged over channels. DAAD+ adds
-the squared distance between the discriminator's latent features of the image and of its
-reconstruction, upsampled to the image, with weight ``latent_weight``. The sum is smoothed
-with a Gaussian; the image score is the mean of its highest ``top_fraction`` of pixels
-(1.0: the mean of the map, a single pixel: its maximum).
+Three error measures compare an image with its reconstruction, each a map ``(B, 1, H, W)`` that is
+exactly zero where the two are identical:
+
+* ``"l2"``: the squared difference, averaged over channels (the paper's reconstruction error);
+* ``"ssim"``: one minus the structural similarity (Wang et al. 2004; Gaussian window, sigma 1.5),
+  averaged over channels: insensitive to a uniform brightness change, sensitive to lost structure;
+* ``"msgms"``: one minus the multi-scale gradient magnitude similarity (as in RIAD, Zavrtanik et al.
+  2021), on the grey image at four scales: compares edges, so a missing or added edge stands out.
+
+The map is smoothed with a Gaussian. It can then be put on the scale of normal images
+(``normalization``): ``"pixel"`` subtracts, per pixel, the mean error of held-out normal images and
+divides by their spread (aligned products: a bottle's rim always reconstructs worse than its
+flat bottom); ``"global"`` does so with one mean and spread for the whole map (textures, unaligned
+parts). The statistics are buffers, so they travel with checkpoints and exports. DAAD+ adds the
+discriminator's latent error on its own normal scale with weight ``latent_weight``. The image score
+is the mean of the map's highest ``top_fraction`` of pixels.
+
+Everything here is plain tensor arithmetic (convolutions, matrix products, interpolation), so it is
+exported with the model. SSIM and MSGMS are written here rather than taken from kornia: the model
+folder depends only on torch and anomalib, and an exact zero for identical images is part of the
+contract (kornia's SSIM leaves about 1e-5).
 
 Example:
     >>> import torch
-    >>> generator = AnomalyMapGenerator(sigma=4.0)
+    >>> generator = AnomalyMapGenerator(measure="msgms", sigma=4.0)
     >>> images = torch.rand(2, 3, 64, 64)
-    >>> anomaly_map = generator(images, images.flip(-1))
-    >>> anomaly_map.shape
+    >>> generator(images, images).abs().max().item()
+    0.0
+    >>> generator(images, images.flip(-1)).shape
     torch.Size([2, 1, 64, 64])
 
 """
 
 from __future__ import annotations
 
+from enum import Enum
+
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-__all__ = ["AnomalyMapGenerator", "SeparableGaussianBlur"]
+__all__ = [
+    "AnomalyMapGenerator",
+    "ErrorMeasure",
+    "GradientSimilarityError",
+    "Normalization",
+    "SeparableGaussianBlur",
+    "StructuralError",
+    "squared_error",
+]
+
+
+class ErrorMeasure(str, Enum):
+    """How an image and its reconstruction are compared, pixel by pixel."""
+
+    L2 = "l2"
+    SSIM = "ssim"
+    MSGMS = "msgms"
+
+
+class Normalization(str, Enum):
+    """Which statistics of normal images put the map on a common scale."""
+
+    NONE = "none"
+    GLOBAL = "global"
+    PIXEL = "pixel"
+
+
+def squared_error(images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
+    """Squared difference averaged over channels.
+
+    Args:
+        images: Images ``(B, C, H, W)``.
+        reconstructions: Reconstructions ``(B, C, H, W)``.
+
+    Returns:
+        Error map ``(B, 1, H, W)``.
+
+    Example:
+        >>> squared_error(torch.ones(1, 3, 2, 2), torch.zeros(1, 3, 2, 2)).flatten().tolist()
+        [1.0, 1.0, 1.0, 1.0]
+
+    """
+    return (images - reconstructions).pow(2).mean(dim=1, keepdim=True)
 
 
 class SeparableGaussianBlur(nn.Module):
@@ -76,29 +137,284 @@ class SeparableGaussianBlur(nn.Module):
         return rows @ maps @ columns.t()
 
 
+class StructuralError(nn.Module):
+    """One minus SSIM, per pixel, averaged over channels; 0 where image and reconstruction agree.
+
+    Local means, variances and covariance come from a Gaussian window (sigma 1.5, as Wang et al.),
+    computed with :class:`SeparableGaussianBlur` (reflect padding, exported as matrix products).
+    ``c1 = (0.01)^2`` and ``c2 = (0.03)^2`` for images in ``[0, 1]``.
+
+    Args:
+        sigma: Standard deviation of the window, in pixels.
+
+    Example:
+        >>> error = StructuralError()
+        >>> x = torch.rand(1, 3, 32, 32)
+        >>> error(x, x).abs().max().item()
+        0.0
+        >>> bool(error(x, 1 - x).mean() > 0.5)
+        True
+
+    """
+
+    C1 = 0.01**2
+    C2 = 0.03**2
+
+    def __init__(self, sigma: float = 1.5) -> None:
+        super().__init__()
+        self.window = SeparableGaussianBlur(sigma)
+
+    def forward(self, images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
+        """Compute ``1 - SSIM`` maps.
+
+        Args:
+            images: Images ``(B, C, H, W)`` in ``[0, 1]``.
+            reconstructions: Reconstructions ``(B, C, H, W)``.
+
+        Returns:
+            Error map ``(B, 1, H, W)``, 0 for identical inputs, at most 2.
+
+        """
+        x, y = images, reconstructions
+        mean_x, mean_y = self.window(x), self.window(y)
+        var_x = self.window(x * x) - mean_x * mean_x
+        var_y = self.window(y * y) - mean_y * mean_y
+        covariance = self.window(x * y) - mean_x * mean_y
+        numerator = (2 * mean_x * mean_y + self.C1) * (2 * covariance + self.C2)
+        denominator = (mean_x * mean_x + mean_y * mean_y + self.C1) * (var_x + var_y + self.C2)
+        return (1 - numerator / denominator).mean(dim=1, keepdim=True)
+
+
+class GradientSimilarityError(nn.Module):
+    """One minus the multi-scale gradient magnitude similarity (MSGMS) of the grey images.
+
+    At each of ``scales`` resolutions (halved by average pooling) the gradient magnitudes ``g`` of
+    image and reconstruction (Prewitt filters) are compared as ``(2 g_x g_y + c) / (g_x^2 + g_y^2 + c)``;
+    one minus that, upsampled to the image, is averaged over the scales.
+
+    Args:
+        scales: Number of resolutions (1, 1/2, 1/4, ...).
+        constant: Stabilising constant ``c`` for images in ``[0, 1]``.
+
+    Example:
+        >>> error = GradientSimilarityError()
+        >>> x = torch.rand(2, 1, 32, 32)
+        >>> error(x, x).abs().max().item()
+        0.0
+        >>> error(x, torch.zeros_like(x)).shape
+        torch.Size([2, 1, 32, 32])
+
+    """
+
+    def __init__(self, scales: int = 4, constant: float = 0.0026) -> None:
+        super().__init__()
+        self.scales = scales
+        self.constant = constant
+        prewitt = torch.tensor([[1.0, 0.0, -1.0], [1.0, 0.0, -1.0], [1.0, 0.0, -1.0]]) / 3.0
+        self.register_buffer("kernels", torch.stack([prewitt, prewitt.t()]).unsqueeze(1), persistent=False)
+
+    def magnitude(self, grey: torch.Tensor) -> torch.Tensor:
+        """Gradient magnitude ``(B, 1, h, w)`` of grey images ``(B, 1, h, w)`` (replicate padding)."""
+        gradients = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), self.kernels.to(grey))
+        return gradients.pow(2).sum(dim=1, keepdim=True).add(1e-12).sqrt()
+
+    def forward(self, images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
+        """Compute ``1 - MSGMS`` maps.
+
+        Args:
+            images: Images ``(B, C, H, W)`` in ``[0, 1]``.
+            reconstructions: Reconstructions ``(B, C, H, W)``.
+
+        Returns:
+            Error map ``(B, 1, H, W)`` in ``[0, 1]``, 0 for identical inputs.
+
+        """
+        x = images.mean(dim=1, keepdim=True)
+        y = reconstructions.mean(dim=1, keepdim=True)
+        size = images.shape[-2:]
+        total = torch.zeros_like(x)
+        for scale in range(self.scales):
+            if scale > 0:
+                x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
+            g_x, g_y = self.magnitude(x), self.magnitude(y)
+            similarity = (2 * g_x * g_y + self.constant) / (g_x * g_x + g_y * g_y + self.constant)
+            error = 1 - similarity
+            if scale > 0:
+                error = F.interpolate(error, size=size, mode="bilinear", align_corners=False)
+            total = total + error
+        return total / self.scales
+
+
+class NormalStatistics:
+    """Running mean and spread of error maps of normal images, per pixel and over the whole map.
+
+    Accumulated in float64 from maps ``(B, 1, H, W)`` of one size; :meth:`result` gives what
+    :meth:`AnomalyMapGenerator.set_statistics` takes. Under several processes, :meth:`totals` are summed
+    over processes before :meth:`result`.
+
+    Example:
+        >>> statistics = NormalStatistics()
+        >>> statistics.update(torch.ones(2, 1, 4, 4))
+        >>> statistics.update(3 * torch.ones(2, 1, 4, 4))
+        >>> mean, spread = statistics.result(Normalization.GLOBAL)
+        >>> float(mean), float(spread)
+        (2.0, 1.0)
+
+    """
+
+    def __init__(self) -> None:
+        self.count = torch.zeros((), dtype=torch.float64)
+        self.total: torch.Tensor | None = None
+        self.squares: torch.Tensor | None = None
+
+    def update(self, maps: torch.Tensor) -> None:
+        """Add the maps ``(B, 1, H, W)`` of a batch of normal images."""
+        maps = maps.detach().to(torch.float64)
+        total, squares = maps.sum(dim=0, keepdim=True), maps.pow(2).sum(dim=0, keepdim=True)
+        if self.total is None or self.squares is None:
+            self.total, self.squares = total, squares
+        else:
+            self.total, self.squares = self.total + total, self.squares + squares
+        self.count = self.count + maps.shape[0]
+
+    def __len__(self) -> int:
+        """Number of maps accumulated."""
+        return int(self.count)
+
+    def totals(self, size: tuple[int, int]) -> torch.Tensor:
+        """``[count, per-pixel sums, per-pixel sums of squares]`` of maps of ``size`` as one tensor.
+
+        Zeros when nothing was accumulated, so that every process contributes a tensor of one shape
+        when they are summed over processes.
+        """
+        if self.total is None or self.squares is None:
+            zeros = torch.zeros(1, 1, *size, dtype=torch.float64)
+            return torch.cat([self.count.reshape(1), zeros.flatten(), zeros.flatten()])
+        return torch.cat([self.count.reshape(1), self.total.flatten(), self.squares.flatten()])
+
+    def load_totals(self, totals: torch.Tensor, size: tuple[int, int]) -> None:
+        """Replace the accumulators by :meth:`totals` of maps of ``size`` (e.g. summed over processes)."""
+        pixels = size[0] * size[1]
+        totals = totals.to(torch.float64)
+        self.count = totals[0]
+        self.total = totals[1 : 1 + pixels].reshape(1, 1, *size)
+        self.squares = totals[1 + pixels :].reshape(1, 1, *size)
+
+    def result(self, normalization: Normalization | str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and spread ``(1, 1, H, W)`` (``"pixel"``) or ``(1, 1, 1, 1)`` (``"global"``), float32.
+
+        The per-pixel spread gets a tenth of the whole map's spread added, so that a pixel whose
+        few held-out values happened to agree does not turn noise into a large normalised error.
+
+        Args:
+            normalization: ``"pixel"`` or ``"global"``.
+
+        Returns:
+            ``(mean, spread)``.
+
+        """
+        if self.total is None or self.squares is None or self.count < 2:
+            msg = f"Normalising the anomaly map needs at least 2 held-out normal images, got {len(self)}."
+            raise ValueError(msg)
+        pixels = self.total[0, 0].numel()
+        global_mean = self.total.sum() / (self.count * pixels)
+        global_var = (self.squares.sum() / (self.count * pixels) - global_mean.pow(2)).clamp_min(0)
+        global_spread = global_var.sqrt().clamp_min(1e-12)
+        if Normalization(normalization) is Normalization.GLOBAL:
+            return global_mean.float().reshape(1, 1, 1, 1), global_spread.float().reshape(1, 1, 1, 1)
+        mean = self.total / self.count
+        spread = (self.squares / self.count - mean.pow(2)).clamp_min(0).sqrt() + 0.1 * global_spread
+        return mean.float(), spread.float()
+
+
 class AnomalyMapGenerator(nn.Module):
     """Build the anomaly map and the image score.
 
     Args:
-        latent_weight: Weight of the discriminator-feature error (0 gives DAAD, > 0 DAAD+).
+        measure: Error measure, see :class:`ErrorMeasure`.
+        normalization: Statistics of normal images that put the map on their scale, see
+            :class:`Normalization`. Until :meth:`set_statistics` is called they are 0 and 1 (no change).
+        latent_weight: Share of the discriminator's latent error in the map (DAAD+), in ``[0, 1]``:
+            ``(1 - w) * reconstruction error + w * latent error``, each on its own normal scale when
+            ``normalization`` is not ``"none"``. 0 gives DAAD.
         sigma: Standard deviation of the Gaussian smoothing, in pixels; 0 disables it.
         top_fraction: Fraction of the highest map pixels averaged into the image score.
 
     Example:
-        >>> generator = AnomalyMapGenerator()
+        >>> generator = AnomalyMapGenerator(measure="ssim", normalization="global")
         >>> generator.score(torch.zeros(3, 1, 8, 8)).shape
         torch.Size([3])
 
     """
 
-    def __init__(self, latent_weight: float = 0.0, sigma: float = 4.0, top_fraction: float = 0.01) -> None:
+    def __init__(
+        self,
+        measure: ErrorMeasure | str = ErrorMeasure.L2,
+        normalization: Normalization | str = Normalization.NONE,
+        latent_weight: float = 0.0,
+        sigma: float = 4.0,
+        top_fraction: float = 0.01,
+    ) -> None:
         super().__init__()
         if not 0.0 < top_fraction <= 1.0:
             msg = f"top_fraction must lie in (0, 1], got {top_fraction}."
             raise ValueError(msg)
+        if not 0.0 <= latent_weight <= 1.0:
+            msg = f"latent_weight must lie in [0, 1], got {latent_weight}."
+            raise ValueError(msg)
+        self.measure = ErrorMeasure(measure)
+        self.normalization = Normalization(normalization)
         self.latent_weight = latent_weight
         self.top_fraction = top_fraction
         self.blur: nn.Module = SeparableGaussianBlur(sigma) if sigma > 0 else nn.Identity()
+        self.error: nn.Module | None = {
+            ErrorMeasure.L2: None,
+            ErrorMeasure.SSIM: StructuralError(),
+            ErrorMeasure.MSGMS: GradientSimilarityError(),
+        }[self.measure]
+        for name in ("normal", "latent"):
+            self.register_buffer(f"{name}_mean", torch.zeros(1, 1, 1, 1))
+            self.register_buffer(f"{name}_spread", torch.ones(1, 1, 1, 1))
+
+    @property
+    def needs_statistics(self) -> bool:
+        """Whether the map is normalised with statistics of held-out normal images."""
+        return self.normalization is not Normalization.NONE
+
+    def reconstruction_error(self, images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
+        """The smoothed reconstruction error map ``(B, 1, H, W)``, before normalisation."""
+        error = squared_error(images, reconstructions) if self.error is None else self.error(images, reconstructions)
+        return self.blur(error)
+
+    def latent_error(self, latent: torch.Tensor, latent_reconstructed: torch.Tensor, size: torch.Size) -> torch.Tensor:
+        """The smoothed discriminator-feature error ``(B, 1, H, W)`` at the image ``size``, before normalisation."""
+        error = (latent - latent_reconstructed).pow(2).mean(dim=1, keepdim=True)
+        return self.blur(F.interpolate(error, size=size, mode="bilinear", align_corners=False))
+
+    def set_statistics(self, name: str, mean: torch.Tensor, spread: torch.Tensor) -> None:
+        """Store the normal statistics ``(1, 1, h, w)`` of ``"normal"`` (reconstruction) or ``"latent"`` error."""
+        if name not in {"normal", "latent"}:
+            msg = f"Statistics are kept for 'normal' or 'latent' errors, not {name!r}."
+            raise ValueError(msg)
+        setattr(self, f"{name}_mean", mean.detach().to(self.normal_mean))
+        setattr(self, f"{name}_spread", spread.detach().to(self.normal_mean))
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        """Adopt the shape of stored statistics (per pixel, or one value) before loading them."""
+        for name in ("normal_mean", "normal_spread", "latent_mean", "latent_spread"):
+            stored = state_dict.get(prefix + name)
+            if stored is not None and stored.shape != getattr(self, name).shape:
+                setattr(self, name, torch.empty_like(stored))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def normalize(self, error: torch.Tensor, name: str) -> torch.Tensor:
+        """Put an error map ``(B, 1, H, W)`` on the scale of normal images (unchanged for ``"none"``)."""
+        if not self.needs_statistics:
+            return error
+        size = error.shape[-2:]
+        mean = F.interpolate(getattr(self, f"{name}_mean"), size=size, mode="bilinear", align_corners=False)
+        spread = F.interpolate(getattr(self, f"{name}_spread"), size=size, mode="bilinear", align_corners=False)
+        return (error - mean) / spread
 
     def forward(
         self,
@@ -117,18 +433,17 @@ class AnomalyMapGenerator(nn.Module):
             latent_reconstructed: Discriminator features of the reconstructions ``(B, D, h, w)``.
 
         Returns:
-            Smoothed anomaly map ``(B, 1, H, W)``.
+            Anomaly map ``(B, 1, H, W)``.
 
         """
-        anomaly_map = (images - reconstructions).pow(2).mean(dim=1, keepdim=True)
+        anomaly_map = self.normalize(self.reconstruction_error(images, reconstructions), "normal")
         if self.latent_weight > 0:
             if latent is None or latent_reconstructed is None:
                 msg = "latent_weight > 0 needs the discriminator features of images and reconstructions."
                 raise ValueError(msg)
-            latent_error = (latent - latent_reconstructed).pow(2).mean(dim=1, keepdim=True)
-            latent_error = F.interpolate(latent_error, size=images.shape[-2:], mode="bilinear", align_corners=False)
-            anomaly_map = anomaly_map + self.latent_weight * latent_error
-        return self.blur(anomaly_map)
+            latent_map = self.normalize(self.latent_error(latent, latent_reconstructed, images.shape[-2:]), "latent")
+            anomaly_map = (1 - self.latent_weight) * anomaly_map + self.latent_weight * latent_map
+        return anomaly_map
 
     def score(self, anomaly_map: torch.Tensor) -> torch.Tensor:
         """Image score: the mean of the highest ``top_fraction`` of the map's pixels.

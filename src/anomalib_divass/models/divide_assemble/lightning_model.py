@@ -36,12 +36,15 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn, optim
 from torchvision.transforms.v2 import Compose, Resize
 
-from .anomaly_map import AnomalyMapGenerator
+from .anomaly_map import AnomalyMapGenerator, ErrorMeasure, Normalization
+from .corruption import Corruption, InputCorruption
 from .discriminator import Discriminator
 from .distributed import RankZeroImageVisualizer, share_results_folder, use_sync_batchnorm
 from .export import DeploymentMixin
+from .holdout import NormalStatisticsCollector, heldout_mask
 from .loss import DiscriminatorLoss, GeneratorLoss
 from .torch_model import DivideAssembleModel, MemoryAutoencoder, check_input_size
+from .variants import Variant
 
 __all__ = ["CheckpointMismatchError", "DivideAssemble", "NonFiniteLossError"]
 
@@ -69,7 +72,7 @@ DISCRIMINATOR_LR_RATIO = 0.2  # discriminator learning rate / generator learning
 ADAM_BETAS = (0.5, 0.999)
 
 # Arguments that change the shape of the network; a checkpoint must agree on all of them.
-ARCHITECTURE_ARGUMENTS = ("granularity", "channels", "num_items", "use_memory")
+ARCHITECTURE_ARGUMENTS = ("granularity", "channels", "num_items", "variant")
 
 
 def _check_range(name: str, value: float, low: float, high: float, *, low_open: bool = False) -> None:
@@ -96,11 +99,23 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
         channels: Encoder channels per stride-2 scale, finest first (the discriminator uses the
             first four).
         num_items: Memory items per scale.
-        use_memory: ``False`` turns every memory off: the paper's AE+Skip baseline.
+        variant: One of the paper's five models (see :mod:`.variants`): ``"DAAD"`` (block memories on
+            every skip connection), ``"DAAD+"`` (DAAD scored with the discriminator's latent error too),
+            ``"AE+Skip"`` (no memory), ``"AE"`` (no skip connections, no memory), ``"MemAE"`` (no skip
+            connections, a pixel-wise memory on the bottleneck).
         shrink_threshold: MemAE hard-shrinkage threshold of the addressing weights, in ``[0, 1)``.
         temperature: Softmax temperature of the cosine memory addressing, ``> 0``.
-        latent_weight: Weight of the discriminator's latent error in the anomaly map (and so the
-            score): 0 gives DAAD, > 0 gives DAAD+ (``DAAD_PLUS_LATENT_WEIGHT`` measured best).
+        latent_weight: DAAD+ only: share of the discriminator's latent error in the anomaly map, in
+            ``[0, 1]`` (``(1 - w) * reconstruction error + w * latent error``, each on its normal scale
+            when ``normalization`` is not ``"none"``).
+        error_measure: How the image and its reconstruction are compared: ``"l2"``, ``"ssim"`` or
+            ``"msgms"`` (see :mod:`.anomaly_map`).
+        normalization: Statistics of held-out normal training images that put the map on a normal
+            scale: ``"none"``, ``"global"`` (one mean and spread) or ``"pixel"`` (per pixel; aligned
+            products). A fifth of the training images (chosen by file name) is then held out of training.
+        corruption: Training inputs corrupted on half of the images (``"perlin"`` noise blotches or
+            ``"cutpaste"`` rectangles, see :mod:`.corruption`); the target stays the clean image, so the
+            network learns to replace what does not belong. ``"none"``: plain reconstruction.
         sigma: Gaussian smoothing of the anomaly map, in pixels (0: none).
         score_top_fraction: The image score is the mean of this fraction of the map's highest
             pixels (1.0: the mean of the map; 1 / (H * W): its maximum).
@@ -130,10 +145,13 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
         granularity: Sequence[int] | Literal["auto"] = DEFAULT_GRANULARITY,
         channels: Sequence[int] = DEFAULT_CHANNELS,
         num_items: int = 100,
-        use_memory: bool = True,
+        variant: Literal["DAAD", "DAAD+", "AE", "MemAE", "AE+Skip"] = "DAAD",
         shrink_threshold: float = 0.0025,
         temperature: float = 0.05,
-        latent_weight: float = 0.0,
+        latent_weight: float = DAAD_PLUS_LATENT_WEIGHT,
+        error_measure: Literal["l2", "ssim", "msgms"] = "l2",
+        normalization: Literal["none", "global", "pixel"] = "none",
+        corruption: Literal["none", "perlin", "cutpaste"] = "none",
         sigma: float = 4.0,
         score_top_fraction: float = 0.01,
         reconstruction_weight: float = 50.0,
@@ -158,6 +176,7 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
             self.granularity: tuple[int, ...] | None = None  # chosen before fit, or read from a checkpoint
         else:
             self._build_network(granularity)
+        self.corruption = InputCorruption(corruption)
         self.generator_loss = GeneratorLoss(adversarial_weight, reconstruction_weight, alignment_weight, entropy_weight)
         self.discriminator_loss = DiscriminatorLoss()
         self.lr = lr
@@ -165,10 +184,15 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
 
     def _build_network(self, granularity: Sequence[int]) -> None:
         """Build the network for one granularity, with the other architecture arguments of ``hparams``."""
-        self.granularity = tuple(int(k) for k in granularity)
+        arguments = self.hparams
+        variant = Variant(arguments["variant"])
+        architecture = variant.architecture
+        granularity = [int(k) for k in granularity]
+        if architecture.pixel_memory:  # MemAE: one memory item per bottleneck cell
+            granularity[-1] = 1
+        self.granularity = tuple(granularity)
         if self.input_size is not None:
             check_input_size(self.input_size, self.granularity)
-        arguments = self.hparams
         self.model = DivideAssembleModel(
             MemoryAutoencoder(
                 channels=arguments["channels"],
@@ -176,11 +200,14 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
                 num_items=arguments["num_items"],
                 shrink_threshold=arguments["shrink_threshold"],
                 temperature=arguments["temperature"],
-                use_memory=arguments["use_memory"],
+                use_memory=architecture.memory,
+                skips=architecture.skips,
             ),
             Discriminator(channels=list(arguments["channels"])[:DISCRIMINATOR_SCALES]),
             AnomalyMapGenerator(
-                latent_weight=arguments["latent_weight"],
+                measure=arguments["error_measure"],
+                normalization=arguments["normalization"],
+                latent_weight=arguments["latent_weight"] if variant.scores_latent else 0.0,
                 sigma=arguments["sigma"],
                 top_fraction=arguments["score_top_fraction"],
             ),
@@ -217,6 +244,40 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
                 "or run `anomalib-divass granularity choose` and give the block sizes it writes."
             )
             raise ValueError(msg)
+
+    @property
+    def normal_statistics(self) -> NormalStatisticsCollector:
+        """The collector of held-out normal images' error statistics (see :mod:`.holdout`)."""
+        if getattr(self, "_normal_statistics", None) is None or self._normal_statistics.model is not self.model:
+            self._normal_statistics = NormalStatisticsCollector(self.model)
+        return self._normal_statistics
+
+    def on_train_epoch_start(self) -> None:
+        """Start the epoch's statistics of held-out normal images."""
+        if self.model.anomaly_map.needs_statistics:
+            self.normal_statistics.reset()
+
+    def _store_normal_statistics(self) -> None:
+        """Put this epoch's held-out statistics into the anomaly map's buffers (summed over processes)."""
+        if not self.model.anomaly_map.needs_statistics or self._trainer is None or self.trainer.state.fn != "fit":
+            return
+        strategy = self.trainer.strategy
+        count = self.normal_statistics.finish(
+            (lambda totals: strategy.reduce(totals, reduce_op="sum")) if self.trainer.world_size > 1 else None
+        )
+        if count == 0 and self.normal_statistics.size is not None:
+            logger.warning(
+                "Fewer than 2 held-out normal training images this epoch: the anomaly map keeps its previous "
+                "normalisation. Add training images (a fifth of them, chosen by file name, is held out)."
+            )
+
+    def on_validation_epoch_start(self) -> None:
+        """Use the statistics of the weights being validated."""
+        self._store_normal_statistics()
+
+    def on_train_end(self) -> None:
+        """Store the last epoch's statistics when no validation followed it."""
+        self._store_normal_statistics()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep the reason of an automatic granularity choice with the checkpoint."""
@@ -349,7 +410,13 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
         images = batch.image
         if images.shape[1] == 1:
             images = images.expand(-1, self.model.in_channels, -1, -1)
-        reconstruction = self.model(images)
+        if self.model.anomaly_map.needs_statistics:  # a fifth of the images is measured, never trained on
+            heldout = heldout_mask(getattr(batch, "image_path", None), images.shape[0]).to(images.device)
+            self.normal_statistics.add(images[heldout])
+            images = images[~heldout]
+            if images.shape[0] == 0:
+                return None
+        reconstruction = self.model(self.corruption(images))  # rebuild the clean images from corrupted copies
         real_logits, real_features = self.model.discriminator(images)
         with frozen(self.model.discriminator):  # the generator's gradient stops at the reconstruction
             fake_logits, fake_features = self.model.discriminator(reconstruction.image)
@@ -498,6 +565,16 @@ def _check_arguments(arguments: dict[str, Any]) -> None:
     if any(int(c) < 1 for c in channels) or not channels:
         msg = f"--model.channels must be positive widths, one per scale, got {list(channels)}."
         raise ValueError(msg)
+    choices = {
+        "variant": [variant.value for variant in Variant],
+        "error_measure": [measure.value for measure in ErrorMeasure],
+        "normalization": [normalization.value for normalization in Normalization],
+        "corruption": [corruption.value for corruption in Corruption],
+    }
+    for name, allowed in choices.items():
+        if str(getattr(arguments[name], "value", arguments[name])) not in allowed:
+            msg = f"--model.{name} must be one of {allowed}, got {arguments[name]!r}."
+            raise ValueError(msg)
     if arguments["num_items"] < 1:
         msg = f"--model.num_items must be >= 1, got {arguments['num_items']}."
         raise ValueError(msg)
@@ -506,5 +583,6 @@ def _check_arguments(arguments: dict[str, Any]) -> None:
     _check_range("sigma", arguments["sigma"], 0.0, 64.0)
     _check_range("score_top_fraction", arguments["score_top_fraction"], 0.0, 1.0, low_open=True)
     _check_range("lr", arguments["lr"], 0.0, 1.0, low_open=True)
-    for name in ("latent_weight", "reconstruction_weight", "adversarial_weight", "alignment_weight", "entropy_weight"):
+    _check_range("latent_weight", arguments["latent_weight"], 0.0, 1.0)
+    for name in ("reconstruction_weight", "adversarial_weight", "alignment_weight", "entropy_weight"):
         _check_range(name, arguments[name], 0.0, math.inf)

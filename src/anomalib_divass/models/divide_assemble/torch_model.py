@@ -123,7 +123,9 @@ class MemoryAutoencoder(nn.Module):
         similarity: Memory addressing, ``"cosine"`` or ``"dot"``.
         shrink_threshold: Hard-shrinkage threshold of the memories.
         temperature: Softmax temperature of cosine addressing.
-        use_memory: ``False`` builds the vanilla autoencoder (skips pass features unchanged).
+        use_memory: ``False`` builds the autoencoders without memory (skips pass features unchanged).
+        skips: ``False`` drops the skip connections: the decoder rebuilds the image from the
+            bottleneck alone (the paper's AE, and MemAE with a memory there).
 
     Example:
         >>> autoencoder = MemoryAutoencoder(channels=(8, 16), granularity=(2, 1), num_items=4)
@@ -142,6 +144,7 @@ class MemoryAutoencoder(nn.Module):
         shrink_threshold: float = 0.0025,
         temperature: float = 0.05,
         use_memory: bool = True,
+        skips: bool = True,
     ) -> None:
         super().__init__()
         self.in_channels = in_channels
@@ -153,15 +156,24 @@ class MemoryAutoencoder(nn.Module):
             raise ValueError(msg)
         self.granularity = tuple(int(k) for k in granularity)
         self.use_memory = use_memory
+        self.skips = skips
         widths = [in_channels, *channels]
         self.encoder = nn.ModuleList(_conv_block(widths[i], widths[i + 1], stride=2) for i in range(len(channels)))
-        self.memories = nn.ModuleList(
-            BlockMemory(width, k, num_items, similarity, shrink_threshold, temperature)
-            for width, k in zip(channels, self.granularity, strict=True)
+        # A memory on every scale the decoder reads (all with skips, the bottleneck alone without).
+        read_scales = range(len(channels)) if skips else [len(channels) - 1]
+        self.memories = nn.ModuleDict(
+            {
+                str(scale): BlockMemory(
+                    channels[scale], self.granularity[scale], num_items, similarity, shrink_threshold, temperature
+                )
+                for scale in read_scales
+            }
+            if use_memory
+            else {}
         )
-        # Decoder stage i merges the upsampled deeper output with the memory read of scale i.
+        # Decoder stage i merges the upsampled deeper output with the memory read of scale i (if skips).
         self.decoder = nn.ModuleList(
-            _conv_block(channels[i] + channels[i + 1], channels[i]) for i in range(len(channels) - 1)
+            _conv_block(channels[i] * skips + channels[i + 1], channels[i]) for i in range(len(channels) - 1)
         )
         self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
         self.head = nn.Sequential(
@@ -181,9 +193,9 @@ class MemoryAutoencoder(nn.Module):
             The map the decoder sees ``(B, C_i, H_i, W_i)`` and the addressing entropy (scalar).
 
         """
-        if not self.use_memory:
+        if str(scale) not in self.memories:
             return features, features.new_zeros(())
-        readout = self.memories[scale](features)
+        readout = self.memories[str(scale)](features)
         return readout.output, readout.entropy
 
     def forward(self, images: torch.Tensor) -> Reconstruction:
@@ -200,14 +212,17 @@ class MemoryAutoencoder(nn.Module):
         reads: list[torch.Tensor] = []
         entropies: list[torch.Tensor] = []
         features = images
+        bottleneck = len(self.encoder) - 1
         for scale, stage in enumerate(self.encoder):
             features = stage(features)
-            read, entropy = self.read(scale, features)
-            reads.append(read)
-            entropies.append(entropy)
+            if self.skips or scale == bottleneck:
+                read, entropy = self.read(scale, features)
+                reads.append(read)
+                entropies.append(entropy)
         decoded = reads[-1]
         for scale in range(len(self.decoder) - 1, -1, -1):
-            decoded = self.decoder[scale](torch.cat([self.upsample(decoded), reads[scale]], dim=1))
+            upsampled = self.upsample(decoded)
+            decoded = self.decoder[scale](torch.cat([upsampled, reads[scale]], dim=1) if self.skips else upsampled)
         return Reconstruction(self.head(decoded), torch.stack(entropies).mean())
 
 

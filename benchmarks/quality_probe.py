@@ -1,0 +1,245 @@
+"""Screen quality levers of DivideAssemble quickly: one training, every anomaly map scored.
+
+A proxy for the full model (``anomalib train``): the same network code (``MemoryAutoencoder``,
+``AnomalyMapGenerator``) trained with a plain loop on images held in memory, at a small size and
+few epochs, without the discriminator. One training is scored with every error measure (l2, ssim,
+msgms) under every normalisation (none, global, pixel; statistics from held-out normal training
+images), so that the levers of the map are compared on the same weights. Training levers
+(corruption of the input, loss, granularity, epochs) are arguments. Prints a table and appends it
+as rows to ``--csv``.
+
+Confirm winners with the real model at the shipped budget (``anomalib-divass leaderboard``).
+
+    python benchmarks/quality_probe.py --root ../shared/datasets/mvtec_ad --category bottle --size 128 --epochs 25
+    python benchmarks/quality_probe.py --root ../shared/datasets --category magnetic_tile --corruption perlin
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+from PIL import Image
+from sklearn.metrics import roc_auc_score
+
+from anomalib_divass.data.image import read_image
+from anomalib_divass.models.divide_assemble.anomaly_map import (
+    AnomalyMapGenerator,
+    ErrorMeasure,
+    Normalization,
+    NormalStatistics,
+)
+from anomalib_divass.models.divide_assemble.torch_model import MemoryAutoencoder
+
+SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+
+def load(path: Path, size: int, mask: bool = False) -> torch.Tensor:
+    if mask:
+        array = np.array(Image.open(path).convert("L").resize((size, size), Image.Resampling.NEAREST)) > 127
+        return torch.from_numpy(array).float()[None]
+    image = read_image(path, as_tensor=True)
+    return F.interpolate(image[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+
+
+def load_category(root: Path, size: int) -> dict[str, torch.Tensor | list]:
+    train = sorted(p for p in (root / "train" / "good").iterdir() if p.suffix.lower() in SUFFIXES)
+    heldout = [p for p in train if zlib.crc32(p.name.encode()) % 5 == 0]
+    fit = [p for p in train if p not in heldout]
+    tests, labels, masks, kinds = [], [], [], []
+    for folder in sorted((root / "test").iterdir()):
+        for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES):
+            tests.append(load(path, size))
+            labels.append(int(folder.name != "good"))
+            kinds.append(folder.name)
+            if folder.name == "good":
+                masks.append(torch.zeros(1, size, size))
+            else:
+                mask_path = root / "ground_truth" / folder.name / f"{path.stem}_mask.png"
+                masks.append(load(mask_path, size, mask=True))
+    return {
+        "fit": torch.stack([load(p, size) for p in fit]),
+        "heldout": torch.stack([load(p, size) for p in heldout]),
+        "test": torch.stack(tests),
+        "labels": torch.tensor(labels),
+        "masks": torch.stack(masks),
+        "kinds": kinds,
+    }
+
+
+def corrupt(images: torch.Tensor, kind: str, generator: object) -> torch.Tensor:
+    if kind == "none":
+        return images
+    if kind == "perlin":
+        out, _ = generator(images)  # type: ignore[operator]
+        return out.clamp(0, 1)
+    if kind == "cutpaste":
+        out = images.clone()
+        batch, _, height, width = images.shape
+        for index in range(batch):
+            if torch.rand(()) < 0.5:
+                continue
+            h, w = (int(torch.randint(height // 16, height // 4, ())) for _ in range(2))
+            y0, x0, y1, x1 = (int(torch.randint(0, s, ())) for s in (height - h, width - w) * 2)
+            source = int(torch.randint(0, batch, ()))
+            out[index, :, y1 : y1 + h, x1 : x1 + w] = images[source, :, y0 : y0 + h, x0 : x0 + w]
+        return out
+    msg = f"unknown corruption {kind}"
+    raise ValueError(msg)
+
+
+def reconstruction_loss(images: torch.Tensor, output: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "l1":
+        return F.l1_loss(output, images)
+    if kind == "l2":
+        return F.mse_loss(output, images)
+    if kind == "l2+ssim":
+        from anomalib_divass.models.divide_assemble.anomaly_map import StructuralError
+
+        return F.mse_loss(output, images) + StructuralError()(images, output).mean()
+    if kind == "l1+msgms":
+        from anomalib_divass.models.divide_assemble.anomaly_map import GradientSimilarityError
+
+        return F.l1_loss(output, images) + GradientSimilarityError()(images, output).mean()
+    msg = f"unknown loss {kind}"
+    raise ValueError(msg)
+
+
+def train(data: dict, args: argparse.Namespace) -> MemoryAutoencoder:
+    torch.manual_seed(args.seed)
+    model = MemoryAutoencoder(
+        channels=args.channels,
+        granularity=args.granularity,
+        num_items=args.num_items,
+        use_memory=not args.no_memory,
+    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.5, 0.999))
+    images = data["fit"]
+    steps = args.epochs * math.ceil(len(images) / args.batch)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps) if args.cosine else None
+    perlin = None
+    if args.corruption == "perlin":
+        from anomalib.data.utils.generators import PerlinAnomalyGenerator
+
+        perlin = PerlinAnomalyGenerator(probability=0.5, blend_factor=(0.2, 1.0))
+    model.train()
+    for epoch in range(args.epochs):
+        order = torch.randperm(len(images))
+        total = 0.0
+        for start in range(0, len(images), args.batch):
+            clean = images[order[start : start + args.batch]]
+            if args.flip:
+                clean = torch.where(torch.rand(len(clean), 1, 1, 1) < 0.5, clean.flip(-1), clean)
+            inputs = corrupt(clean, args.corruption, perlin)
+            output = model(inputs)
+            loss = reconstruction_loss(clean, output.image, args.loss) + 0.0002 * output.entropy
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if schedule is not None:
+                schedule.step()
+            total += float(loss) * len(clean)
+        if epoch % 5 == 4 or epoch == args.epochs - 1:
+            print(f"epoch {epoch + 1}: loss {total / len(images):.5f}", flush=True)
+    return model.eval()
+
+
+@torch.no_grad()
+def reconstruct(model: MemoryAutoencoder, images: torch.Tensor, batch: int = 32) -> torch.Tensor:
+    return torch.cat([model(images[i : i + batch]).image for i in range(0, len(images), batch)])
+
+
+def evaluate(data: dict, model: MemoryAutoencoder, args: argparse.Namespace) -> list[dict]:
+    heldout, test = data["heldout"], data["test"]
+    heldout_out, test_out = reconstruct(model, heldout), reconstruct(model, test)
+    labels = data["labels"].numpy()
+    masks = data["masks"].flatten().numpy().astype(bool)
+    rows = []
+    for measure in ErrorMeasure:
+        for normalization in Normalization:
+            generator = AnomalyMapGenerator(measure, normalization, sigma=args.sigma * args.size / 256)
+            if generator.needs_statistics:
+                statistics = NormalStatistics()
+                statistics.update(generator.reconstruction_error(heldout, heldout_out))
+                generator.set_statistics("normal", *statistics.result(normalization))
+            with torch.no_grad():
+                maps = generator(test, test_out)
+                scores = generator.score(maps).numpy()
+            rows.append(
+                {
+                    "map": f"{measure.value}/{normalization.value}",
+                    "image_AUROC": roc_auc_score(labels, scores),
+                    "pixel_AUROC": roc_auc_score(masks, maps.flatten().numpy()),
+                }
+            )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", type=Path, required=True)
+    parser.add_argument("--category", required=True)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=25)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--cosine", action="store_true", help="cosine learning-rate schedule to 0")
+    parser.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64, 128, 256])
+    parser.add_argument("--granularity", type=int, nargs="+", default=[16, 8, 4, 2, 1])
+    parser.add_argument("--num-items", type=int, default=100)
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--corruption", default="none", choices=["none", "perlin", "cutpaste"])
+    parser.add_argument("--loss", default="l1", choices=["l1", "l2", "l2+ssim", "l1+msgms"])
+    parser.add_argument("--flip", action="store_true", help="random horizontal flips")
+    parser.add_argument("--sigma", type=float, default=4.0, help="map smoothing in pixels at 256 px")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tag", default="")
+    parser.add_argument("--csv", type=Path, default=Path("runs/quality_probe.csv"))
+    args = parser.parse_args()
+
+    start = time.perf_counter()
+    data = load_category(args.root / args.category, args.size)
+    print(
+        f"{args.category}: {len(data['fit'])} training, {len(data['heldout'])} held-out, {len(data['test'])} test images",
+        flush=True,
+    )
+    model = train(data, args)
+    seconds = time.perf_counter() - start
+    rows = evaluate(data, model, args)
+    settings = {
+        "category": args.category,
+        "tag": args.tag,
+        "size": args.size,
+        "epochs": args.epochs,
+        "granularity": " ".join(map(str, args.granularity)),
+        "memory": not args.no_memory,
+        "corruption": args.corruption,
+        "loss": args.loss,
+        "cosine": args.cosine,
+        "flip": args.flip,
+        "seed": args.seed,
+        "train_s": round(seconds),
+    }
+    print(f"\n{settings}")
+    print("| map | image AUROC | pixel AUROC |\n|---|---|---|")
+    for row in rows:
+        print(f"| {row['map']} | {row['image_AUROC']:.3f} | {row['pixel_AUROC']:.3f} |")
+    args.csv.parent.mkdir(parents=True, exist_ok=True)
+    new = not args.csv.exists()
+    with args.csv.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[*settings, "map", "image_AUROC", "pixel_AUROC"])
+        if new:
+            writer.writeheader()
+        for row in rows:
+            writer.writerow({**settings, **row})
+
+
+if __name__ == "__main__":
+    main()
