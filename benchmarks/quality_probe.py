@@ -145,7 +145,7 @@ def train(data: dict, args: argparse.Namespace) -> MemoryAutoencoder:
             optimizer.step()
             if schedule is not None:
                 schedule.step()
-            total += float(loss) * len(clean)
+            total += float(loss.detach()) * len(clean)
         if epoch % 5 == 4 or epoch == args.epochs - 1:
             print(f"epoch {epoch + 1}: loss {total / len(images):.5f}", flush=True)
     return model.eval()
@@ -161,7 +161,8 @@ def evaluate(data: dict, model: MemoryAutoencoder, args: argparse.Namespace) -> 
     heldout_out, test_out = reconstruct(model, heldout), reconstruct(model, test)
     labels = data["labels"].numpy()
     masks = data["masks"].flatten().numpy().astype(bool)
-    rows = []
+    maps: dict[str, torch.Tensor] = {}
+    scorer = AnomalyMapGenerator()
     for measure in ErrorMeasure:
         for normalization in Normalization:
             generator = AnomalyMapGenerator(measure, normalization, sigma=args.sigma * args.size / 256)
@@ -170,15 +171,19 @@ def evaluate(data: dict, model: MemoryAutoencoder, args: argparse.Namespace) -> 
                 statistics.update(generator.reconstruction_error(heldout, heldout_out))
                 generator.set_statistics("normal", *statistics.result(normalization))
             with torch.no_grad():
-                maps = generator(test, test_out)
-                scores = generator.score(maps).numpy()
-            rows.append(
-                {
-                    "map": f"{measure.value}/{normalization.value}",
-                    "image_AUROC": roc_auc_score(labels, scores),
-                    "pixel_AUROC": roc_auc_score(masks, maps.flatten().numpy()),
-                }
-            )
+                maps[f"{measure.value}/{normalization.value}"] = generator(test, test_out)
+    for normalization in ("global", "pixel"):  # mixes: the mean of normalised maps
+        maps[f"l2+msgms/{normalization}"] = (maps[f"l2/{normalization}"] + maps[f"msgms/{normalization}"]) / 2
+        maps[f"all/{normalization}"] = sum(maps[f"{m.value}/{normalization}"] for m in ErrorMeasure) / 3
+    rows = []
+    for name, anomaly_map in maps.items():
+        rows.append(
+            {
+                "map": name,
+                "image_AUROC": roc_auc_score(labels, scorer.score(anomaly_map).numpy()),
+                "pixel_AUROC": roc_auc_score(masks, anomaly_map.flatten().numpy()),
+            }
+        )
     return rows
 
 
@@ -207,7 +212,8 @@ def main() -> None:
     start = time.perf_counter()
     data = load_category(args.root / args.category, args.size)
     print(
-        f"{args.category}: {len(data['fit'])} training, {len(data['heldout'])} held-out, {len(data['test'])} test images",
+        f"{args.category}: {len(data['fit'])} training, {len(data['heldout'])} held-out, "
+        f"{len(data['test'])} test images",
         flush=True,
     )
     model = train(data, args)

@@ -173,3 +173,39 @@ def test_collector_stores_statistics_of_the_current_weights() -> None:
     assert model.anomaly_map.latent_mean.shape == (1, 1, 32, 32)
     # normalised maps of the held-out images average to zero per pixel
     assert torch.allclose(model(images).anomaly_map.mean(dim=0), torch.zeros(1, 32, 32), atol=1e-4)
+
+
+def test_auroc_matches_sklearn_with_ties() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from anomalib_divass.models.divide_assemble.map_choice import auroc
+
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 5, 300).astype(float)  # many ties
+    labels = rng.integers(0, 2, 300)
+    assert auroc(torch.from_numpy(scores), torch.from_numpy(labels)) == pytest.approx(roc_auc_score(labels, scores))
+
+
+def test_auto_measure_mixes_with_one_hot_weights_after_a_choice() -> None:
+    torch.manual_seed(0)
+    model = DivideAssembleModel(
+        MemoryAutoencoder(channels=(8, 16), granularity=(2, 1), num_items=4),
+        Discriminator(channels=(8, 16)),
+        AnomalyMapGenerator(measure="auto", normalization="global", sigma=1.0),
+    )
+    generator = model.anomaly_map
+    assert generator.measures == (ErrorMeasure.L2, ErrorMeasure.SSIM, ErrorMeasure.MSGMS)
+    assert torch.allclose(generator.measure_weights, torch.full((3,), 1 / 3))
+    collector = NormalStatisticsCollector(model)
+    collector.add(torch.rand(8, 3, 32, 32))
+    assert collector.finish() == 8
+    assert collector.choice is not None
+    assert sorted(generator.measure_weights.tolist()) == [0.0, 0.0, 1.0]
+    assert collector.choice.names[collector.choice.index] in collector.choice.reason
+    images = torch.rand(2, 3, 32, 32)
+    model.eval()
+    with torch.no_grad():
+        reconstructions = model.autoencoder(images).image
+        maps = generator.normalize(generator.reconstruction_error(images, reconstructions), "normal")
+        expected = maps[:, collector.choice.index : collector.choice.index + 1]
+        assert torch.allclose(model(images).anomaly_map, expected)

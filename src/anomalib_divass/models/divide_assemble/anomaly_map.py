@@ -58,6 +58,10 @@ class ErrorMeasure(str, Enum):
     L2 = "l2"
     SSIM = "ssim"
     MSGMS = "msgms"
+    AUTO = "auto"
+
+
+MEASURES = (ErrorMeasure.L2, ErrorMeasure.SSIM, ErrorMeasure.MSGMS)
 
 
 class Normalization(str, Enum):
@@ -248,7 +252,8 @@ class GradientSimilarityError(nn.Module):
 class NormalStatistics:
     """Running mean and spread of error maps of normal images, per pixel and over the whole map.
 
-    Accumulated in float64 from maps ``(B, 1, H, W)`` of one size; :meth:`result` gives what
+    Accumulated in float64 from maps ``(B, M, H, W)`` of one size (``M`` error measures, each with
+    its own statistics); :meth:`result` gives what
     :meth:`AnomalyMapGenerator.set_statistics` takes. Under several processes, :meth:`totals` are summed
     over processes before :meth:`result`.
 
@@ -268,7 +273,7 @@ class NormalStatistics:
         self.squares: torch.Tensor | None = None
 
     def update(self, maps: torch.Tensor) -> None:
-        """Add the maps ``(B, 1, H, W)`` of a batch of normal images."""
+        """Add the maps ``(B, M, H, W)`` of a batch of normal images."""
         maps = maps.detach().to(torch.float64)
         total, squares = maps.sum(dim=0, keepdim=True), maps.pow(2).sum(dim=0, keepdim=True)
         if self.total is None or self.squares is None:
@@ -281,27 +286,27 @@ class NormalStatistics:
         """Number of maps accumulated."""
         return int(self.count)
 
-    def totals(self, size: tuple[int, int]) -> torch.Tensor:
-        """``[count, per-pixel sums, per-pixel sums of squares]`` of maps of ``size`` as one tensor.
+    def totals(self, shape: tuple[int, int, int]) -> torch.Tensor:
+        """``[count, per-pixel sums, per-pixel sums of squares]`` of maps ``(M, H, W)`` as one tensor.
 
         Zeros when nothing was accumulated, so that every process contributes a tensor of one shape
         when they are summed over processes.
         """
         if self.total is None or self.squares is None:
-            zeros = torch.zeros(1, 1, *size, dtype=torch.float64)
+            zeros = torch.zeros(1, *shape, dtype=torch.float64)
             return torch.cat([self.count.reshape(1), zeros.flatten(), zeros.flatten()])
         return torch.cat([self.count.reshape(1), self.total.flatten(), self.squares.flatten()])
 
-    def load_totals(self, totals: torch.Tensor, size: tuple[int, int]) -> None:
-        """Replace the accumulators by :meth:`totals` of maps of ``size`` (e.g. summed over processes)."""
-        pixels = size[0] * size[1]
+    def load_totals(self, totals: torch.Tensor, shape: tuple[int, int, int]) -> None:
+        """Replace the accumulators by :meth:`totals` of maps ``(M, H, W)`` (e.g. summed over processes)."""
+        size = shape[0] * shape[1] * shape[2]
         totals = totals.to(torch.float64)
         self.count = totals[0]
-        self.total = totals[1 : 1 + pixels].reshape(1, 1, *size)
-        self.squares = totals[1 + pixels :].reshape(1, 1, *size)
+        self.total = totals[1 : 1 + size].reshape(1, *shape)
+        self.squares = totals[1 + size :].reshape(1, *shape)
 
     def result(self, normalization: Normalization | str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and spread ``(1, 1, H, W)`` (``"pixel"``) or ``(1, 1, 1, 1)`` (``"global"``), float32.
+        """Mean and spread ``(1, M, H, W)`` (``"pixel"``) or ``(1, M, 1, 1)`` (``"global"``), float32.
 
         The per-pixel spread gets a tenth of the whole map's spread added, so that a pixel whose
         few held-out values happened to agree does not turn noise into a large normalised error.
@@ -317,11 +322,11 @@ class NormalStatistics:
             msg = f"Normalising the anomaly map needs at least 2 held-out normal images, got {len(self)}."
             raise ValueError(msg)
         pixels = self.total[0, 0].numel()
-        global_mean = self.total.sum() / (self.count * pixels)
-        global_var = (self.squares.sum() / (self.count * pixels) - global_mean.pow(2)).clamp_min(0)
-        global_spread = global_var.sqrt().clamp_min(1e-12)
+        global_mean = self.total.sum(dim=(2, 3), keepdim=True) / (self.count * pixels)
+        global_var = self.squares.sum(dim=(2, 3), keepdim=True) / (self.count * pixels) - global_mean.pow(2)
+        global_spread = global_var.clamp_min(0).sqrt().clamp_min(1e-12)
         if Normalization(normalization) is Normalization.GLOBAL:
-            return global_mean.float().reshape(1, 1, 1, 1), global_spread.float().reshape(1, 1, 1, 1)
+            return global_mean.float(), global_spread.float()
         mean = self.total / self.count
         spread = (self.squares / self.count - mean.pow(2)).clamp_min(0).sqrt() + 0.1 * global_spread
         return mean.float(), spread.float()
@@ -367,32 +372,47 @@ class AnomalyMapGenerator(nn.Module):
         self.latent_weight = latent_weight
         self.top_fraction = top_fraction
         self.blur: nn.Module = SeparableGaussianBlur(sigma) if sigma > 0 else nn.Identity()
-        self.error: nn.Module | None = {
-            ErrorMeasure.L2: None,
-            ErrorMeasure.SSIM: StructuralError(),
-            ErrorMeasure.MSGMS: GradientSimilarityError(),
-        }[self.measure]
-        for name in ("normal", "latent"):
-            self.register_buffer(f"{name}_mean", torch.zeros(1, 1, 1, 1))
-            self.register_buffer(f"{name}_spread", torch.ones(1, 1, 1, 1))
+        # "auto" computes every measure; ``measure_weights`` (chosen from normal images) mixes them.
+        self.measures = MEASURES if self.measure is ErrorMeasure.AUTO else (self.measure,)
+        self.errors = nn.ModuleList(
+            {
+                ErrorMeasure.L2: nn.Identity(),
+                ErrorMeasure.SSIM: StructuralError(),
+                ErrorMeasure.MSGMS: GradientSimilarityError(),
+            }[kind]
+            for kind in self.measures
+        )
+        count = len(self.measures)
+        self.register_buffer("measure_weights", torch.full((count,), 1.0 / count))
+        self.register_buffer("normal_mean", torch.zeros(1, count, 1, 1))
+        self.register_buffer("normal_spread", torch.ones(1, count, 1, 1))
+        self.register_buffer("latent_mean", torch.zeros(1, 1, 1, 1))
+        self.register_buffer("latent_spread", torch.ones(1, 1, 1, 1))
 
     @property
     def needs_statistics(self) -> bool:
-        """Whether the map is normalised with statistics of held-out normal images."""
-        return self.normalization is not Normalization.NONE
+        """Whether held-out normal images are needed: to normalise the map, or to choose the ``"auto"`` measure."""
+        return self.normalization is not Normalization.NONE or self.measure is ErrorMeasure.AUTO
 
     def reconstruction_error(self, images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
-        """The smoothed reconstruction error map ``(B, 1, H, W)``, before normalisation."""
-        error = squared_error(images, reconstructions) if self.error is None else self.error(images, reconstructions)
-        return self.blur(error)
+        """The smoothed reconstruction error maps ``(B, M, H, W)`` of the ``M`` measures, before normalisation."""
+        maps = [
+            squared_error(images, reconstructions) if kind is ErrorMeasure.L2 else error(images, reconstructions)
+            for kind, error in zip(self.measures, self.errors, strict=True)
+        ]
+        return self.blur(maps[0] if len(maps) == 1 else torch.cat(maps, dim=1))
 
     def latent_error(self, latent: torch.Tensor, latent_reconstructed: torch.Tensor, size: torch.Size) -> torch.Tensor:
         """The smoothed discriminator-feature error ``(B, 1, H, W)`` at the image ``size``, before normalisation."""
         error = (latent - latent_reconstructed).pow(2).mean(dim=1, keepdim=True)
         return self.blur(F.interpolate(error, size=size, mode="bilinear", align_corners=False))
 
+    def set_measure_weights(self, weights: torch.Tensor) -> None:
+        """Store the weights ``(M,)`` that mix the normalised measures (with ``"auto"``; one-hot: a choice)."""
+        self.measure_weights = weights.detach().to(self.measure_weights)
+
     def set_statistics(self, name: str, mean: torch.Tensor, spread: torch.Tensor) -> None:
-        """Store the normal statistics ``(1, 1, h, w)`` of ``"normal"`` (reconstruction) or ``"latent"`` error."""
+        """Store the normal statistics ``(1, M, h, w)`` of ``"normal"`` (reconstruction) or ``"latent"`` error."""
         if name not in {"normal", "latent"}:
             msg = f"Statistics are kept for 'normal' or 'latent' errors, not {name!r}."
             raise ValueError(msg)
@@ -401,15 +421,15 @@ class AnomalyMapGenerator(nn.Module):
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
         """Adopt the shape of stored statistics (per pixel, or one value) before loading them."""
-        for name in ("normal_mean", "normal_spread", "latent_mean", "latent_spread"):
+        for name in ("normal_mean", "normal_spread", "latent_mean", "latent_spread", "measure_weights"):
             stored = state_dict.get(prefix + name)
             if stored is not None and stored.shape != getattr(self, name).shape:
                 setattr(self, name, torch.empty_like(stored))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def normalize(self, error: torch.Tensor, name: str) -> torch.Tensor:
-        """Put an error map ``(B, 1, H, W)`` on the scale of normal images (unchanged for ``"none"``)."""
-        if not self.needs_statistics:
+        """Put error maps ``(B, M, H, W)`` on the scale of normal images (unchanged for ``"none"``)."""
+        if self.normalization is Normalization.NONE:
             return error
         size = error.shape[-2:]
         mean = F.interpolate(getattr(self, f"{name}_mean"), size=size, mode="bilinear", align_corners=False)
@@ -436,7 +456,7 @@ class AnomalyMapGenerator(nn.Module):
             Anomaly map ``(B, 1, H, W)``.
 
         """
-        anomaly_map = self.normalize(self.reconstruction_error(images, reconstructions), "normal")
+        anomaly_map = self.mix(self.normalize(self.reconstruction_error(images, reconstructions), "normal"))
         if self.latent_weight > 0:
             if latent is None or latent_reconstructed is None:
                 msg = "latent_weight > 0 needs the discriminator features of images and reconstructions."
@@ -444,6 +464,12 @@ class AnomalyMapGenerator(nn.Module):
             latent_map = self.normalize(self.latent_error(latent, latent_reconstructed, images.shape[-2:]), "latent")
             anomaly_map = (1 - self.latent_weight) * anomaly_map + self.latent_weight * latent_map
         return anomaly_map
+
+    def mix(self, maps: torch.Tensor) -> torch.Tensor:
+        """Mix normalised maps ``(B, M, H, W)`` of the measures with ``measure_weights`` into ``(B, 1, H, W)``."""
+        if maps.shape[1] == 1:
+            return maps
+        return (maps * self.measure_weights.reshape(1, -1, 1, 1)).sum(dim=1, keepdim=True)
 
     def score(self, anomaly_map: torch.Tensor) -> torch.Tensor:
         """Image score: the mean of the highest ``top_fraction`` of the map's pixels.

@@ -13,12 +13,14 @@ Example:
 from __future__ import annotations
 
 import inspect
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "CheckpointNotFoundError",
+    "CorruptCheckpointError",
     "WrongCheckpointError",
     "check_checkpoint_model",
     "check_checkpoint_path",
@@ -40,6 +42,14 @@ class CheckpointNotFoundError(FileNotFoundError):
 class WrongCheckpointError(ValueError):
     """The file is not a DivideAssemble training checkpoint (another model, or an exported model)."""
 
+
+class CorruptCheckpointError(WrongCheckpointError):
+    """The checkpoint file is corrupt or incomplete (truncated by an interrupted copy, download or save)."""
+
+
+# torch.save writes a zip archive (the legacy format, a pickle, starts with the pickle protocol opcode).
+ZIP_MAGIC = b"PK\x03\x04"
+PICKLE_PROTOCOL_OPCODE = b"\x80"
 
 
 def exported_format(path: str | Path) -> str | None:
@@ -75,6 +85,7 @@ def check_checkpoint_path(path: str | Path) -> Path:
     Raises:
         CheckpointNotFoundError: If the file does not exist (names where training writes it).
         WrongCheckpointError: If it is an exported model rather than a Lightning checkpoint.
+        CorruptCheckpointError: If it is empty, truncated or not a PyTorch file (see :func:`check_checkpoint_file`).
 
     Example:
         >>> check_checkpoint_path("no/such/model.ckpt")
@@ -101,7 +112,57 @@ def check_checkpoint_path(path: str | Path) -> Path:
             f"`anomalib train --model DivideAssemble`, by default {DEFAULT_CHECKPOINT}.{suggestion}"
         )
         raise CheckpointNotFoundError(msg)
+    check_checkpoint_file(resolved, shown=path)
     return resolved
+
+
+def check_checkpoint_file(path: str | Path, shown: str | Path | None = None) -> None:
+    """Check that an existing file is a complete PyTorch checkpoint, before torch reads it.
+
+    A truncated ``.ckpt`` (a copy, download or save that stopped early) otherwise fails in torch with
+    "PytorchStreamReader failed reading zip archive", naming neither the file nor the fix. Reads only the
+    archive's directory at the end of the file, not the weights.
+
+    Args:
+        path: The checkpoint file.
+        shown: How to name the file in the message (default ``path``).
+
+    Raises:
+        CorruptCheckpointError: If the file is empty, a zip archive without its directory (truncated), or
+            neither a zip archive nor a pickle (what ``torch.save`` writes).
+
+    Example:
+        >>> import tempfile
+        >>> broken = Path(tempfile.mkdtemp()) / "model.ckpt"
+        >>> _ = broken.write_bytes(ZIP_MAGIC + b" cut short")
+        >>> check_checkpoint_file(broken)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        anomalib_divass.models.divide_assemble.checkpoint.CorruptCheckpointError: '...model.ckpt' is corrupt ...
+
+    """
+    path = Path(path)
+    with path.open("rb") as file:
+        head = file.read(len(ZIP_MAGIC))
+    if not head:
+        problem = "the file is empty"
+    elif head == ZIP_MAGIC:
+        try:
+            with zipfile.ZipFile(path) as archive:
+                problem = None if archive.namelist() else "its archive holds no data"
+        except (zipfile.BadZipFile, OSError) as error:
+            problem = f"its archive is cut short or damaged: {error}"
+    elif head.startswith(PICKLE_PROTOCOL_OPCODE):
+        problem = None  # torch's legacy format: torch names its own errors
+    else:
+        problem = "it is not a file written by torch.save (neither a zip archive nor a pickle)"
+    if problem is not None:
+        msg = (
+            f"'{shown or path}' is corrupt or incomplete ({problem}), so it cannot be loaded. A copy, download or "
+            f"save that stopped early leaves such a file: copy it again, or pass --ckpt_path another model.ckpt "
+            f"written by `anomalib train --model DivideAssemble` ({DEFAULT_CHECKPOINT})."
+        )
+        raise CorruptCheckpointError(msg)
 
 
 def _nearby_checkpoints(limit: int = 3) -> list[str]:
@@ -173,5 +234,3 @@ def check_checkpoint_model(checkpoint: Mapping[str, Any]) -> None:
         f"{origin}. {fix}, or pass --ckpt_path the model.ckpt of a DivideAssemble training run ({DEFAULT_CHECKPOINT})."
     )
     raise WrongCheckpointError(msg)
-
-

@@ -1,8 +1,10 @@
-"""Export of DivideAssemble with anomalib's ``Engine.export``: an early folder check and an INT8 that keeps quality.
+"""Export of DivideAssemble with anomalib's ``Engine.export``: an early folder check, a marker and a good INT8.
 
 anomalib's own export path (``anomalib export``, ``Engine.export``) does the work; :class:`DeploymentMixin`
 (a base of ``DivideAssemble``) adds what it leaves unclear or gets wrong for this model: the export folder
-is checked before any slow work, and ``INT8_PTQ`` quantizes only the convolutions
+is checked before any slow work, every ONNX and OpenVINO export is marked as DivideAssemble's (so that
+``anomalib predict --ckpt_path model.xml`` is run by the plugin for these files only, see
+:func:`exported_by_divide_assemble`), and ``INT8_PTQ`` quantizes only the convolutions
 (:func:`quantize_convolutions`), calibrated on training images: NNCF's defaults on the whole graph lose
 about 2 AUROC points. OpenVINO and NNCF (anomalib's export back-ends) are imported only when exporting.
 
@@ -14,28 +16,43 @@ Example:
 
 from __future__ import annotations
 
+import mmap
 import os
+import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from anomalib.deploy import CompressionType, ExportType
 
 from .checkpoint import check_checkpoint_model, check_checkpoint_path
 
 __all__ = [
+    "EXPORT_MARKER",
     "DeploymentMixin",
     "ExportFolderError",
     "ResettingMetric",
     "calibration_images",
     "check_export_root",
+    "exported_by_divide_assemble",
     "layer_groups",
+    "mark_onnx_file",
+    "mark_openvino_model",
     "quantize_convolutions",
     "quantized_inputs",
 ]
+
+# The marker of a DivideAssemble export: key and value of an ONNX ``metadata_props`` entry and of an OpenVINO
+# ``rt_info`` entry (``<anomalib_divass_model value="DivideAssemble" />`` in the .xml).
+EXPORT_MARKER = ("anomalib_divass_model", "DivideAssemble")
+_PROTOBUF_LENGTH_DELIMITED = 2
+_ONNX_METADATA_PROPS = 14  # field number of ``ModelProto.metadata_props``
+_XML_MARKER = re.compile(rb'<%s\s+value="%s"' % (EXPORT_MARKER[0].encode(), EXPORT_MARKER[1].encode()))
+# A pickled DivideAssemble (``anomalib export --export_type torch``) names its class's module.
+_TORCH_MARKER = b"anomalib_divass.models.divide_assemble"
+
 
 class ExportFolderError(OSError):
     """The export folder cannot be created or written."""
@@ -74,6 +91,101 @@ def check_export_root(export_root: str | Path, export_type: ExportType | str) ->
     return target
 
 
+def _protobuf_bytes(field: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field: tag, varint length, payload."""
+    header = [field << 3 | _PROTOBUF_LENGTH_DELIMITED]
+    length = len(payload)
+    while True:
+        byte, length = length & 0x7F, length >> 7
+        header.append(byte | (0x80 if length else 0))
+        if not length:
+            return bytes(header) + payload
+
+
+def _onnx_marker_entry() -> bytes:
+    """The serialized ONNX ``StringStringEntryProto`` of :data:`EXPORT_MARKER` (key field 1, value field 2)."""
+    key, value = (text.encode() for text in EXPORT_MARKER)
+    return _protobuf_bytes(1, key) + _protobuf_bytes(2, value)
+
+
+def mark_onnx_file(path: str | Path) -> None:
+    """Add :data:`EXPORT_MARKER` to the ``metadata_props`` of an ONNX file, in place (once).
+
+    Protobuf merges a serialized message with the fields appended to it, and a repeated field
+    (``metadata_props``) collects every occurrence: appending one serialized entry is the same as
+    ``model.metadata_props.add(key=..., value=...)`` followed by ``onnx.save``, without loading the model
+    (nor needing the ``onnx`` package). OpenVINO's ONNX reader copies the entry into the IR's
+    ``rt_info["framework"]``.
+
+    Args:
+        path: The ``.onnx`` file written by ``torch.onnx.export``.
+
+    """
+    if exported_by_divide_assemble(path):
+        return
+    with Path(path).open("ab") as file:
+        file.write(_protobuf_bytes(_ONNX_METADATA_PROPS, _onnx_marker_entry()))
+
+
+def mark_openvino_model(model: Any) -> None:  # noqa: ANN401
+    """Add :data:`EXPORT_MARKER` to an OpenVINO model's ``rt_info`` (saved into the ``.xml``).
+
+    Args:
+        model: ``openvino.Model``.
+
+    """
+    key, value = EXPORT_MARKER
+    model.set_rt_info(value, key)
+
+
+def exported_by_divide_assemble(path: str | Path) -> bool:
+    """Whether ``path`` is an exported DivideAssemble model, read cheaply (no OpenVINO, no ONNX, no unpickling).
+
+    * ``.xml`` (and its ``.bin``): the ``rt_info`` marker :func:`mark_openvino_model` writes;
+    * ``.onnx``: the ``metadata_props`` entry :func:`mark_onnx_file` writes;
+    * ``.pt`` (``--export_type torch``): the pickled class's module, ``anomalib_divass.models.divide_assemble``.
+
+    The file is searched through a memory map, so a large model costs no more than reading it once.
+
+    Args:
+        path: A model file.
+
+    Returns:
+        ``True`` for a DivideAssemble export; ``False`` for another model's, another kind of file, or a file
+        that cannot be read.
+
+    Example:
+        >>> exported_by_divide_assemble("no/such/model.xml")
+        False
+
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".bin":
+        path, suffix = path.with_suffix(".xml"), ".xml"
+    markers = {
+        ".xml": _XML_MARKER,
+        ".onnx": re.compile(re.escape(_onnx_marker_entry())),
+        ".pt": re.compile(re.escape(_TORCH_MARKER)),
+    }
+    if suffix not in markers:
+        return False
+    try:
+        with path.open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as content:
+            return markers[suffix].search(content) is not None
+    except (OSError, ValueError):  # missing or unreadable; mmap refuses an empty file
+        return False
+
+
+def _replace_openvino_files(model: Any, path: Path) -> None:  # noqa: ANN401
+    """Save ``model`` as ``path`` (``.xml`` and ``.bin``), replacing the files it may have been read from."""
+    import openvino as ov  # noqa: PLC0415
+
+    staging = path.with_name(f".{path.stem}.staging.xml")
+    ov.save_model(model, staging, compress_to_fp16=False)  # the weights stay as exported (FP32, FP16 or INT8)
+    os.replace(staging.with_suffix(".bin"), path.with_suffix(".bin"))
+    os.replace(staging, path)
+
 
 class DeploymentMixin:
     """Export of DivideAssemble through anomalib's ``Engine.export``: early, clear errors and a good INT8.
@@ -86,6 +198,7 @@ class DeploymentMixin:
       are loaded. (``anomalib test`` / ``predict`` unpickle ``--ckpt_path`` before any model hook runs:
       :func:`check_cli_arguments` covers those.)
     * The export methods check the export folder before any work.
+    * ONNX and OpenVINO exports carry :data:`EXPORT_MARKER` (see :func:`exported_by_divide_assemble`).
     * ``INT8_PTQ`` quantizes only the convolutions, calibrated on training images (:meth:`to_openvino`).
     """
 
@@ -135,7 +248,7 @@ class DeploymentMixin:
         input_size: tuple[int, int] | None = None,
         **kwargs,
     ) -> Path:
-        """``ExportMixin.to_onnx`` after checking the export folder.
+        """``ExportMixin.to_onnx`` after checking the export folder; the file is marked (:func:`mark_onnx_file`).
 
         Args:
             export_root: Export root.
@@ -148,7 +261,9 @@ class DeploymentMixin:
 
         """
         check_export_root(export_root, ExportType.ONNX)
-        return super().to_onnx(export_root, model_file_name, input_size, **kwargs)  # type: ignore[misc]
+        path = super().to_onnx(export_root, model_file_name, input_size, **kwargs)  # type: ignore[misc]
+        mark_onnx_file(path)
+        return path
 
     def to_openvino(
         self,
@@ -163,8 +278,9 @@ class DeploymentMixin:
         ov_kwargs: dict[str, Any] | None = None,
         onnx_kwargs: dict[str, Any] | None = None,
     ) -> Path:
-        """``ExportMixin.to_openvino`` with an early folder check and a quantization that keeps detection quality.
+        """``ExportMixin.to_openvino`` with an early folder check, a marker and a quantization that keeps quality.
 
+        * The model is marked as DivideAssemble's (:func:`mark_openvino_model`, in the ``.xml``'s ``rt_info``).
         * ``INT8_PTQ``: instead of NNCF's defaults on the whole graph, :func:`quantize_convolutions` (only the
           convolutions in int8, calibrated on the datamodule's **training** images; anomalib would calibrate on
           ``val_dataloader()``, the test set for MVTec AD).
@@ -192,38 +308,35 @@ class DeploymentMixin:
         """
         check_export_root(export_root, ExportType.OPENVINO)
         kind = CompressionType(compression_type) if compression_type else None
+        if kind == CompressionType.INT8_PTQ and datamodule is None:
+            msg = "INT8_PTQ calibrates on training images: pass --data with the datamodule the model was trained on."
+            raise ValueError(msg)
         if kind == CompressionType.INT8_ACQ:
             from anomalib.metrics import F1Score  # noqa: PLC0415
 
             metric = ResettingMetric(metric or F1Score(fields=["pred_label", "gt_label"]))
-        if kind != CompressionType.INT8_PTQ:
-            return super().to_openvino(  # type: ignore[misc]
-                export_root,
-                model_file_name,
-                input_size,
-                kind,
-                datamodule,
-                metric,
-                task,
-                max_drop,
-                ov_kwargs,
-                onnx_kwargs,
-            )
-        if datamodule is None:
-            msg = "INT8_PTQ calibrates on training images: pass --data with the datamodule the model was trained on."
-            raise ValueError(msg)
         path = super().to_openvino(  # type: ignore[misc]
-            export_root, model_file_name, input_size, ov_kwargs=ov_kwargs, onnx_kwargs=onnx_kwargs
+            export_root,
+            model_file_name,
+            input_size,
+            None if kind == CompressionType.INT8_PTQ else kind,  # the plugin's INT8_PTQ quantizes the FP32 model
+            datamodule,
+            metric,
+            task,
+            max_drop,
+            ov_kwargs,
+            onnx_kwargs,
         )
         import openvino as ov  # noqa: PLC0415
 
-        calibration = calibration_images(datamodule, self.pre_processor.transform, input_size)  # type: ignore[attr-defined]
-        quantized = quantize_convolutions(ov.Core().read_model(path), calibration)
-        # The FP32 weights are memory-mapped: write beside them and rename (overwriting in place is a SIGBUS).
-        staging = path.with_name(f".{path.stem}.int8.xml")
-        ov.save_model(quantized, staging, compress_to_fp16=False)
-        os.replace(staging.with_suffix(".bin"), path.with_suffix(".bin"))
-        os.replace(staging, path)
+        core = ov.Core()
+        core.set_property({"ENABLE_MMAP": False})  # the files are replaced below (a mapped .bin must not change)
+        model = core.read_model(path)
+        if kind == CompressionType.INT8_PTQ:
+            calibration = calibration_images(datamodule, self.pre_processor.transform, input_size)  # type: ignore[attr-defined]
+            model = quantize_convolutions(model, calibration)
+        mark_openvino_model(model)
+        _replace_openvino_files(model, Path(path))
         return path
 
 
@@ -262,8 +375,8 @@ def calibration_images(
     transform: Any,  # noqa: ANN401
     input_size: Sequence[int] | None = None,
     limit: int = 300,
-) -> list[np.ndarray]:
-    """Up to ``limit`` training images, resized as in training, as ``(1, 3, h, w)`` float32 arrays.
+) -> list[torch.Tensor]:
+    """Up to ``limit`` training images, resized as in training, as ``(1, 3, h, w)`` float32 tensors.
 
     Args:
         datamodule: An anomalib datamodule (``setup("fit")`` then ``train_data``).
@@ -287,7 +400,7 @@ def calibration_images(
     for index in range(min(len(dataset), limit)):
         image = dataset[index].image[None].float()
         image = transform(image) if input_size is None else resize(image, list(input_size), antialias=True)
-        images.append(image.numpy())
+        images.append(image)
     return images
 
 
@@ -388,7 +501,7 @@ def quantized_inputs(model: Any) -> dict[str, int]:  # noqa: ANN401
     return dict(sorted(counts.items(), key=lambda item: -item[1]))
 
 
-def quantize_convolutions(model: Any, calibration: Sequence[np.ndarray]) -> Any:  # noqa: ANN401
+def quantize_convolutions(model: Any, calibration: Sequence[torch.Tensor]) -> Any:  # noqa: ANN401
     """INT8 for DivideAssemble that keeps detection quality: only the convolutions are quantized.
 
     NNCF's defaults (what anomalib's ``INT8_PTQ`` runs) also quantize the memory addressing (cosine
@@ -399,7 +512,7 @@ def quantize_convolutions(model: Any, calibration: Sequence[np.ndarray]) -> Any:
 
     Args:
         model: ``openvino.Model`` of an exported DivideAssemble (FP32).
-        calibration: Pre-processed training images ``(1, 3, h, w)`` float32.
+        calibration: Pre-processed training images ``(1, 3, h, w)`` float32 (batches ``(n, 3, h, w)`` work too).
 
     Returns:
         The quantized ``openvino.Model``.
@@ -411,10 +524,14 @@ def quantize_convolutions(model: Any, calibration: Sequence[np.ndarray]) -> Any:
     kept = groups["memory"] + groups["scoring"] + groups["other"]
     return nncf.quantize(
         model,
-        nncf.Dataset(list(calibration)),
+        nncf.Dataset(list(calibration), _openvino_input),
         preset=nncf.QuantizationPreset.MIXED,
         subset_size=len(calibration),
         fast_bias_correction=False,
         ignored_scope=nncf.IgnoredScope(names=kept),
     )
 
+
+def _openvino_input(image: torch.Tensor) -> Any:  # noqa: ANN401
+    """A calibration image as OpenVINO takes it (an array sharing the tensor's memory)."""
+    return image.detach().cpu().numpy()

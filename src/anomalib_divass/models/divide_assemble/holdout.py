@@ -8,8 +8,8 @@ validation the statistics are summed over processes and stored in the anomaly ma
 validation, test, checkpoints and exports use those of the trained weights.
 
 Example:
-    >>> heldout_mask(["a/000.png", "a/001.png", "a/002.png", "a/003.png", "a/004.png"]).tolist()
-    [False, True, False, False, False]
+    >>> heldout_mask(["a/004.png", "a/005.png", "a/006.png", "b/005.png"]).tolist()
+    [False, True, True, True]
 
 """
 
@@ -21,12 +21,14 @@ from pathlib import Path
 
 import torch
 
-from .anomaly_map import NormalStatistics
+from .anomaly_map import ErrorMeasure, NormalStatistics
+from .map_choice import MeasureChoice, measure_criteria
 from .torch_model import DivideAssembleModel
 
-__all__ = ["HELDOUT_MODULUS", "NormalStatisticsCollector", "heldout_mask"]
+__all__ = ["HELDOUT_MODULUS", "KEPT_IMAGES", "NormalStatisticsCollector", "heldout_mask"]
 
 HELDOUT_MODULUS = 5  # one training image in five is held out
+KEPT_IMAGES = 64  # held-out images kept per epoch (and process) to choose the "auto" error measure
 
 
 def heldout_mask(image_paths: Sequence[str] | None, batch_size: int | None = None) -> torch.Tensor:
@@ -81,6 +83,8 @@ class NormalStatisticsCollector:
     def reset(self) -> None:
         """Start a new epoch's statistics."""
         self.statistics = {"normal": NormalStatistics(), "latent": NormalStatistics()}
+        self.images: list[torch.Tensor] = []  # kept for the "auto" measure choice
+        self.choice: MeasureChoice | None = None
 
     @torch.no_grad()
     def add(self, images: torch.Tensor) -> None:
@@ -89,6 +93,9 @@ class NormalStatisticsCollector:
         self.device = images.device
         if images.shape[0] == 0:
             return
+        if self.model.anomaly_map.measure is ErrorMeasure.AUTO:
+            room = KEPT_IMAGES - sum(len(kept) for kept in self.images)
+            self.images.extend([images[:room].detach().cpu()] if room > 0 else [])
         training = self.model.training
         self.model.eval()
         try:
@@ -100,6 +107,28 @@ class NormalStatisticsCollector:
             self.statistics["latent"].update(anomaly_map.latent_error(latent, latent_reconstructed, images.shape[-2:]))
         finally:
             self.model.train(training)
+
+    @torch.no_grad()
+    def _choose_measure(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None) -> MeasureChoice | None:
+        """With the ``"auto"`` measure: choose it on synthetic defects pasted on the kept held-out images."""
+        generator = self.model.anomaly_map
+        if generator.measure is not ErrorMeasure.AUTO:
+            return None
+        kept = torch.cat(self.images) if self.images else torch.zeros(0)
+        training = self.model.training
+        self.model.eval()
+        try:
+            if len(kept) >= 2:
+                criteria = measure_criteria(generator, lambda x: self.model.autoencoder(x).image, kept.to(self.device))
+            else:  # too few here: this process does not vote
+                criteria = torch.zeros(len(generator.measures))
+        finally:
+            self.model.train(training)
+        if reduce is not None:
+            criteria = reduce(criteria.to(self.device)).cpu()
+        choice = MeasureChoice(criteria, tuple(measure.value for measure in generator.measures))
+        generator.set_measure_weights(choice.weights)
+        return choice
 
     def finish(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> int:
         """Store the statistics in the anomaly map's buffers and start anew.
@@ -116,14 +145,17 @@ class NormalStatisticsCollector:
             return 0
         count = 0
         for name, statistics in self.statistics.items():
-            totals = statistics.totals(self.size).to(self.device)
+            shape = (len(self.model.anomaly_map.measures) if name == "normal" else 1, *self.size)
+            totals = statistics.totals(shape).to(self.device)
             if reduce is not None:
                 totals = reduce(totals)
-            statistics.load_totals(totals, self.size)
+            statistics.load_totals(totals, shape)
             count = len(statistics)
             if count >= 2:
                 mean, spread = statistics.result(self.model.anomaly_map.normalization)
                 self.model.anomaly_map.set_statistics(name, mean, spread)
+        choice = self._choose_measure(reduce) if count >= 2 else None
         self.reset()
+        self.choice = choice
         self.size = None
         return count if count >= 2 else 0

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import torch
 from anomalib import LearningType
 from anomalib.data import Batch
-from anomalib.metrics import AUROC, Evaluator, F1Score
+from anomalib.metrics import Evaluator, F1Score
 from anomalib.models.components import AnomalibModule
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
@@ -43,6 +43,7 @@ from .distributed import RankZeroImageVisualizer, share_results_folder, use_sync
 from .export import DeploymentMixin
 from .holdout import NormalStatisticsCollector, heldout_mask
 from .loss import DiscriminatorLoss, GeneratorLoss
+from .metrics import DefinedAUROC
 from .torch_model import DivideAssembleModel, MemoryAutoencoder, check_input_size
 from .variants import Variant
 
@@ -109,7 +110,8 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
             ``[0, 1]`` (``(1 - w) * reconstruction error + w * latent error``, each on its normal scale
             when ``normalization`` is not ``"none"``).
         error_measure: How the image and its reconstruction are compared: ``"l2"``, ``"ssim"`` or
-            ``"msgms"`` (see :mod:`.anomaly_map`).
+            ``"msgms"`` (see :mod:`.anomaly_map`), or ``"auto"``: each epoch the one that best finds
+            synthetic defects on held-out normal images (see :mod:`.map_choice`).
         normalization: Statistics of held-out normal training images that put the map on a normal
             scale: ``"none"``, ``"global"`` (one mean and spread) or ``"pixel"`` (per pixel; aligned
             products). A fifth of the training images (chosen by file name) is then held out of training.
@@ -149,7 +151,7 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
         shrink_threshold: float = 0.0025,
         temperature: float = 0.05,
         latent_weight: float = DAAD_PLUS_LATENT_WEIGHT,
-        error_measure: Literal["l2", "ssim", "msgms"] = "l2",
+        error_measure: Literal["l2", "ssim", "msgms", "auto"] = "l2",
         normalization: Literal["none", "global", "pixel"] = "none",
         corruption: Literal["none", "perlin", "cutpaste"] = "none",
         sigma: float = 4.0,
@@ -172,6 +174,7 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
             visualizer=visualizer,
         )
         self.granularity_choice: str | None = None
+        self.map_choice: str | None = None  # why the "auto" error measure chose what it did
         if granularity == AUTO:
             self.granularity: tuple[int, ...] | None = None  # chosen before fit, or read from a checkpoint
         else:
@@ -265,6 +268,10 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
         count = self.normal_statistics.finish(
             (lambda totals: strategy.reduce(totals, reduce_op="sum")) if self.trainer.world_size > 1 else None
         )
+        choice = self.normal_statistics.choice
+        if choice is not None:
+            self.map_choice = choice.reason
+            logger.info("Automatic error measure: %s", choice.reason)
         if count == 0 and self.normal_statistics.size is not None:
             logger.warning(
                 "Fewer than 2 held-out normal training images this epoch: the anomaly map keeps its previous "
@@ -283,6 +290,8 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
         """Keep the reason of an automatic granularity choice with the checkpoint."""
         if self.granularity_choice is not None:
             checkpoint["granularity_choice"] = self.granularity_choice
+        if self.map_choice is not None:
+            checkpoint["map_choice"] = self.map_choice
         super().on_save_checkpoint(checkpoint)
 
     def _require_network(self) -> None:
@@ -320,14 +329,17 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
 
     @staticmethod
     def configure_evaluator() -> Evaluator:
-        """Image and pixel AUROC and F1 on the test set; image AUROC also on validation."""
+        """Image and pixel AUROC and F1 on the test set; image AUROC also on validation.
+
+        An AUROC of a set without anomalies is NaN with a warning, not anomalib's 0.0 (see :mod:`.metrics`).
+        """
         test_metrics = [
-            AUROC(fields=["pred_score", "gt_label"], prefix="image_"),
+            DefinedAUROC(fields=["pred_score", "gt_label"], prefix="image_"),
             F1Score(fields=["pred_label", "gt_label"], prefix="image_"),
-            AUROC(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
+            DefinedAUROC(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
             F1Score(fields=["pred_mask", "gt_mask"], prefix="pixel_", strict=False),
         ]
-        val_metrics = [AUROC(fields=["pred_score", "gt_label"], prefix="image_")]
+        val_metrics = [DefinedAUROC(fields=["pred_score", "gt_label"], prefix="image_")]
         return Evaluator(val_metrics=val_metrics, test_metrics=test_metrics)
 
     @classmethod
@@ -482,6 +494,7 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
             self.hparams["granularity"] = list(saved["granularity"])
             self._build_network(saved["granularity"])
             self.granularity_choice = checkpoint.get("granularity_choice")
+        self.map_choice = checkpoint.get("map_choice", self.map_choice)
         differences = []
         for name in ARCHITECTURE_ARGUMENTS:
             if name in saved and name in self.hparams and _plain(saved[name]) != _plain(self.hparams.get(name)):
