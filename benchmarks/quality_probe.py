@@ -31,11 +31,13 @@ from sklearn.metrics import roc_auc_score
 
 from anomalib_divass.data.image import read_image
 from anomalib_divass.models.divide_assemble.anomaly_map import (
+    MEASURES,
     AnomalyMapGenerator,
-    ErrorMeasure,
     Normalization,
     NormalStatistics,
 )
+from anomalib_divass.models.divide_assemble.map_choice import auroc
+from anomalib_divass.models.divide_assemble.synthetic import synthetic_defects
 from anomalib_divass.models.divide_assemble.torch_model import MemoryAutoencoder
 
 SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
@@ -162,19 +164,29 @@ def evaluate(data: dict, model: MemoryAutoencoder, args: argparse.Namespace) -> 
     labels = data["labels"].numpy()
     masks = data["masks"].flatten().numpy().astype(bool)
     maps: dict[str, torch.Tensor] = {}
+    synthetic: dict[str, float] = {}  # the label-free criterion of map_choice, per map
     scorer = AnomalyMapGenerator()
-    for measure in ErrorMeasure:
+    defective, defect_masks = synthetic_defects(heldout, seed=0)
+    defective_out = reconstruct(model, defective)
+    image_labels = torch.cat([torch.zeros(len(heldout)), torch.ones(len(heldout))])
+    for measure in MEASURES:
         for normalization in Normalization:
             generator = AnomalyMapGenerator(measure, normalization, sigma=args.sigma * args.size / 256)
             if generator.needs_statistics:
                 statistics = NormalStatistics()
                 statistics.update(generator.reconstruction_error(heldout, heldout_out))
                 generator.set_statistics("normal", *statistics.result(normalization))
+            name = f"{measure.value}/{normalization.value}"
             with torch.no_grad():
-                maps[f"{measure.value}/{normalization.value}"] = generator(test, test_out)
+                maps[name] = generator(test, test_out)
+                clean, broken = generator(heldout, heldout_out), generator(defective, defective_out)
+            synthetic[name] = (
+                auroc(broken, defect_masks)
+                + auroc(torch.cat([generator.score(clean), generator.score(broken)]), image_labels)
+            ) / 2
     for normalization in ("global", "pixel"):  # mixes: the mean of normalised maps
         maps[f"l2+msgms/{normalization}"] = (maps[f"l2/{normalization}"] + maps[f"msgms/{normalization}"]) / 2
-        maps[f"all/{normalization}"] = sum(maps[f"{m.value}/{normalization}"] for m in ErrorMeasure) / 3
+        maps[f"all/{normalization}"] = sum(maps[f"{m.value}/{normalization}"] for m in MEASURES) / 3
     rows = []
     for name, anomaly_map in maps.items():
         rows.append(
@@ -182,6 +194,7 @@ def evaluate(data: dict, model: MemoryAutoencoder, args: argparse.Namespace) -> 
                 "map": name,
                 "image_AUROC": roc_auc_score(labels, scorer.score(anomaly_map).numpy()),
                 "pixel_AUROC": roc_auc_score(masks, anomaly_map.flatten().numpy()),
+                "synthetic": synthetic.get(name, float("nan")),
             }
         )
     return rows
@@ -234,13 +247,13 @@ def main() -> None:
         "train_s": round(seconds),
     }
     print(f"\n{settings}")
-    print("| map | image AUROC | pixel AUROC |\n|---|---|---|")
+    print("| map | image AUROC | pixel AUROC | synthetic (label-free criterion) |\n|---|---|---|---|")
     for row in rows:
-        print(f"| {row['map']} | {row['image_AUROC']:.3f} | {row['pixel_AUROC']:.3f} |")
+        print(f"| {row['map']} | {row['image_AUROC']:.3f} | {row['pixel_AUROC']:.3f} | {row['synthetic']:.3f} |")
     args.csv.parent.mkdir(parents=True, exist_ok=True)
     new = not args.csv.exists()
     with args.csv.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=[*settings, "map", "image_AUROC", "pixel_AUROC"])
+        writer = csv.DictWriter(handle, fieldnames=[*settings, "map", "image_AUROC", "pixel_AUROC", "synthetic"])
         if new:
             writer.writeheader()
         for row in rows:
