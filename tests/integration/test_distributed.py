@@ -15,6 +15,7 @@ discontinuity of the model, not of DDP (with it the worst tensor is 7.8e-4, per-
 
 from __future__ import annotations
 
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,3 +122,65 @@ def test_thresholds_come_from_every_process_validation_images(runs: tuple[Run, R
         assert torch.allclose(ddp_state[key], single_state[key], rtol=1e-3), (key, ddp_state[key], single_state[key])
     ddp_metrics, single_metrics = metrics_of(distributed.process.stdout), metrics_of(single.process.stdout)
     assert ddp_metrics["image_AUROC"] == pytest.approx(single_metrics["image_AUROC"], abs=1e-3)
+
+
+CHOICE_LOG = re.compile(
+    r"anomalib_divass\.granularity\.callback - \w+ - (Choosing the granularity|Automatic granularity)"
+)
+
+
+def test_ddp_chooses_the_granularity_once_and_every_process_builds_it(tiny_root: Path, tmp_path: Path) -> None:
+    # The command line adds ChooseGranularity for --model.granularity auto; naming it sets tiny candidates.
+    tiny_choice = [
+        "--trainer.callbacks+=anomalib_divass.granularity.ChooseGranularity",
+        "--trainer.callbacks.epochs",
+        "1",
+        "--trainer.callbacks.block_sizes",
+        "[8,32]",
+    ]
+    flags = [
+        "--model.channels",
+        "[8,16]",
+        "--model.granularity",
+        "auto",
+        *mvtec(tiny_root),
+        "--data.train_batch_size",
+        "8",
+        "--data.eval_batch_size",
+        "8",
+        "--data.num_workers",
+        "0",
+        "--seed_everything",
+        "0",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_val_batches",
+        "0",  # the choice and the checkpoint are under test here, not the scores
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "2",
+        "--trainer.strategy",
+        "ddp",
+        "--trainer.enable_progress_bar",
+        "false",
+        *tiny_choice,
+    ]
+    process = anomalib("fit", "--model", "DivideAssemble", *flags, cwd=tmp_path)
+    output = process.stdout + process.stderr
+    assert process.returncode == 0, output[-3000:]
+    assert "MEMBER: 2/2" in output  # really two processes
+    # Process 0 chose once (one "Choosing" and one result line in the plain log format), the other waited.
+    assert [match.group(1) for match in CHOICE_LOG.finditer(output)] == [
+        "Choosing the granularity",
+        "Automatic granularity",
+    ]
+    # Both processes built the broadcast network (DDP refuses parameters that differ in shape), and
+    # the checkpoint records the choice.
+    run = Run(process, tmp_path / "results" / "DivideAssemble" / "MVTecAD" / "washer")
+    checkpoint = run.checkpoint
+    granularity = checkpoint["hyper_parameters"]["granularity"]
+    assert isinstance(granularity, list)
+    assert granularity in ([8, 8], [32, 32])  # k=8 or k=32 (maps of 128 and 64 cells at 256 x 256)
+    assert f"granularity {granularity}" in checkpoint["granularity_choice"]
+    assert "synthetic defects" in checkpoint["granularity_choice"]

@@ -3,12 +3,29 @@
 from __future__ import annotations
 
 import math
+import random
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import yaml
 
-from anomalib_divass.granularity import choose_setting, holdout_split, oracle_setting, sweep_settings, synthetic_defects
+from anomalib_divass.granularity import (
+    ChooseGranularity,
+    choose_setting,
+    command,
+    holdout_split,
+    oracle_setting,
+    sweep_settings,
+    synthetic_defects,
+)
+from anomalib_divass.granularity import settings as settings_module
+from anomalib_divass.granularity.auto import GranularityChoice, candidate_settings
+from anomalib_divass.granularity.command import choice_config
+from anomalib_divass.granularity.evaluation import model_defaults, seeded
 from anomalib_divass.granularity.settings import parse_block_size, uniform_granularity
+from anomalib_divass.models.divide_assemble import lightning_model
 from anomalib_divass.models.divide_assemble.torch_model import check_input_size
 
 
@@ -111,3 +128,54 @@ def test_auto_granularity_refuses_to_score_before_it_is_chosen() -> None:
     model._trainer = SimpleNamespace(datamodule=None)
     with pytest.raises(ValueError, match="must be chosen before training"):
         model.setup("fit")
+
+
+def test_defaults_come_from_the_model() -> None:
+    assert settings_module.DEFAULT_GRANULARITY is lightning_model.DEFAULT_GRANULARITY
+    defaults = model_defaults()
+    assert defaults["granularity"] == lightning_model.DEFAULT_GRANULARITY
+    assert "pre_processor" not in defaults
+    assert not {"similarity", "discriminator_channels", "feature_weight", "auto_epochs"} & defaults.keys()
+    # The automatic choice adds the model's default only where it has the network's scales and fits the input.
+    assert [s.name for s in candidate_settings([4], (256, 256), 5)] == ["k=4", "default"]
+    assert [s.name for s in candidate_settings([4], (96, 96), 5)] == ["k=4"]  # 96 is not a multiple of 64
+    assert [s.name for s in candidate_settings([4], (256, 256), 2)] == ["k=4"]
+
+
+def test_seeded_repeats_draws_and_gives_the_random_state_back() -> None:
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    with seeded(7):
+        first = (torch.rand(3), random.random(), np.random.rand())
+    assert torch.equal(torch.random.get_rng_state(), before)
+    with seeded(7):
+        again = (torch.rand(3), random.random(), np.random.rand())
+    assert torch.equal(first[0], again[0])
+    assert first[1:] == again[1:]
+
+
+def test_choice_config_is_a_model_config_anomalib_reads() -> None:
+    choice = GranularityChoice("whole map", (32, 16), 0.003, (("whole map", 0.003), ("k=4", 0.001)))
+    text = choice_config(choice, {"channels": [8, 16]}, image_side=64)
+    assert text.startswith("# Chosen by `anomalib-divass granularity choose` for 64 x 64 inputs: granularity [32, 16]")
+    config = yaml.safe_load(text)
+    assert config == {
+        "model": {
+            "class_path": "anomalib_divass.DivideAssemble",
+            "init_args": {"granularity": [32, 16], "channels": [8, 16]},
+        }
+    }
+
+
+def test_commands_take_model_flags_with_the_model_defaults(tmp_path: Path) -> None:
+    sweep = command._parse(["--data.root", str(tmp_path), "--data.category", "x", "--model.channels", "[8,16]"])
+    assert getattr(sweep, "model.channels") == [8, 16]
+    assert getattr(sweep, "model.latent_weight") == lightning_model.DAAD_PLUS_LATENT_WEIGHT  # DAAD+ is scored too
+    assert not hasattr(sweep, "model.granularity")  # swept, not given
+    chosen = command._parse_choose(["--data.root", str(tmp_path), "--data.category", "x"])
+    assert chosen.epochs == ChooseGranularity().epochs
+    assert tuple(chosen.block_sizes) == ChooseGranularity().block_sizes
+    # A bad model argument stops the command before any image is read, naming the flag.
+    missing = ["--data.root", str(tmp_path / "missing"), "--data.category", "x"]
+    with pytest.raises(SystemExit, match=r"--model\.channels"):
+        command.main(["choose", *missing, "--model.channels", "[0]"])

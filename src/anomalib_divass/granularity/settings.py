@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..models.divide_assemble.lightning_model import DEFAULT_GRANULARITY
+
 __all__ = [
     "DEFAULT_GRANULARITY",
     "WHOLE_MAP",
@@ -29,7 +31,6 @@ __all__ = [
 ]
 
 WHOLE_MAP = "whole"
-DEFAULT_GRANULARITY = (32, 16, 8, 4, 2)
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class GranularitySetting:
     Attributes:
         name: Short label used in tables and plots (``"k=4"``, ``"whole map"``, ``"default"``, ``"vanilla AE"``).
         granularity: Block side per scale, finest first.
-        use_memory: ``False`` for the vanilla autoencoder.
+        use_memory: ``False`` for the vanilla autoencoder (trained as the ``AE+Skip`` variant).
         block_size: The uniform block side (``"whole"`` for one block per map), or ``None`` for
             settings off the uniform axis (default, vanilla).
 

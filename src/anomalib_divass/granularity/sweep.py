@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -25,9 +24,18 @@ from typing import Any
 import torch
 from anomalib.data.datasets.base.image import AnomalibDataset
 
-from .evaluation import ScoredSet, dataset_batches, score_batches, separation, train_setting
+from .evaluation import (
+    DEFAULT_BATCH_SIZE,
+    ScoredSet,
+    dataset_batches,
+    resolve_device,
+    score_batches,
+    seeded,
+    separation,
+    train_setting,
+)
 from .settings import GranularitySetting
-from .synthetic import holdout_split, synthetic_defects
+from .synthetic import DEFAULT_HOLDOUT, holdout_split, synthetic_defects
 
 __all__ = ["FIELDS", "SyntheticSet", "make_synthetic_set", "read_rows", "run_sweep"]
 
@@ -111,13 +119,15 @@ def run_sweep(
     epochs: int,
     test_dataset: AnomalibDataset | None = None,
     latent_weights: Mapping[str, float] | None = None,
-    holdout: float = 0.2,
+    holdout: float = DEFAULT_HOLDOUT,
     csv_path: Path | None = None,
     model_arguments: Mapping[str, Any] | None = None,
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     seed: int = 0,
     max_train_images: int | None = None,
     on_setting: Callable[[GranularitySetting, list[dict[str, Any]]], None] | None = None,
+    num_workers: int = 0,
+    device: torch.device | str | None = None,
 ) -> list[dict[str, Any]]:
     """Train and score every setting; one row per setting and variant.
 
@@ -134,57 +144,64 @@ def run_sweep(
         seed: Seed of the split, the defects and the training.
         max_train_images: Train on at most this many images (a random subset) to save time.
         on_setting: Called with each finished setting and its rows.
+        num_workers: Data-loading workers of the training.
+        device: Where every setting is trained and scored (see :func:`~.evaluation.resolve_device`).
 
     Returns:
         All rows (resumed and new), in ``FIELDS`` order; real-test metrics are NaN without a test set.
+        The process's random state is the same afterwards (see :func:`~.evaluation.seeded`).
 
     """
-    latent_weights = dict(latent_weights or {"DAAD": 0.0})
-    train_indices, heldout_indices = holdout_split(len(train_dataset), holdout, seed)
-    if max_train_images is not None and len(train_indices) > max_train_images:
-        keep = torch.randperm(len(train_indices), generator=torch.Generator().manual_seed(seed + 1))[:max_train_images]
-        train_indices = sorted(train_indices[i] for i in keep.tolist())
-    training = train_dataset.subsample(train_indices)
-    synthetic = make_synthetic_set(train_dataset.subsample(heldout_indices), seed=seed)
-    rows = read_rows(csv_path) if csv_path is not None else []
-    done = {(row["setting"], row["variant"]) for row in rows if int(row["epochs"]) == epochs}
-    for setting in settings:
-        if all((setting.name, variant) in done for variant in latent_weights):
-            logger.info("Granularity %s: already in %s, skipped.", setting.name, csv_path)
-            continue
-        start = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="granularity_") as workdir:
-            model = train_setting(setting, training, epochs, Path(workdir), model_arguments, batch_size, seed=seed)
-        train_seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        synthetic_scores = score_batches(model, synthetic.batches(), latent_weights)
-        test_scores: ScoredSet | None = None
-        if test_dataset is not None:
-            test_scores = score_batches(model, dataset_batches(test_dataset), latent_weights)
-        score_seconds = time.perf_counter() - start
-        new_rows = []
-        for variant in latent_weights:
-            real = separation(test_scores, variant) if test_scores is not None else dict.fromkeys(METRICS, float("nan"))
-            row = {
-                "setting": setting.name,
-                "variant": variant,
-                "block_size": "" if setting.block_size is None else str(setting.block_size),
-                "granularity": " ".join(str(k) for k in setting.granularity),
-                "use_memory": str(setting.use_memory),
-                **real,
-                **{f"synthetic_{k}": v for k, v in separation(synthetic_scores, variant).items()},
-                "epochs": epochs,
-                "train_images": len(training),
-                "heldout_images": len(synthetic),
-                "test_images": len(test_dataset) if test_dataset is not None else 0,
-                "train_seconds": round(train_seconds, 1),
-                "score_seconds": round(score_seconds, 1),
-            }
-            new_rows.append(row)
-        if csv_path is not None:
-            _append_rows(csv_path, new_rows)
-        rows.extend(new_rows)
-        if on_setting is not None:
-            on_setting(setting, new_rows)
-    names = [setting.name for setting in settings]
-    return [row for row in rows if row["setting"] in names and row["variant"] in latent_weights]
+    device = resolve_device(device)
+    with seeded(seed, device):  # data loaders draw from the global generator: leave the caller's state alone
+        latent_weights = dict(latent_weights or {"DAAD": 0.0})
+        train_indices, heldout_indices = holdout_split(len(train_dataset), holdout, seed)
+        if max_train_images is not None and len(train_indices) > max_train_images:
+            order = torch.randperm(len(train_indices), generator=torch.Generator().manual_seed(seed + 1))
+            keep = order[:max_train_images]
+            train_indices = sorted(train_indices[i] for i in keep.tolist())
+        training = train_dataset.subsample(train_indices)
+        synthetic = make_synthetic_set(train_dataset.subsample(heldout_indices), seed=seed)
+        rows = read_rows(csv_path) if csv_path is not None else []
+        done = {(row["setting"], row["variant"]) for row in rows if int(row["epochs"]) == epochs}
+        for setting in settings:
+            if all((setting.name, variant) in done for variant in latent_weights):
+                logger.info("Granularity %s: already in %s, skipped.", setting.name, csv_path)
+                continue
+            start = time.perf_counter()
+            model = train_setting(setting, training, epochs, model_arguments, batch_size, num_workers, seed, device)
+            train_seconds = time.perf_counter() - start
+            start = time.perf_counter()
+            synthetic_scores = score_batches(model, synthetic.batches(), latent_weights)
+            test_scores: ScoredSet | None = None
+            if test_dataset is not None:
+                test_scores = score_batches(model, dataset_batches(test_dataset), latent_weights)
+            score_seconds = time.perf_counter() - start
+            new_rows = []
+            for variant in latent_weights:
+                real = dict.fromkeys(METRICS, float("nan"))
+                if test_scores is not None:
+                    real = separation(test_scores, variant)
+                row = {
+                    "setting": setting.name,
+                    "variant": variant,
+                    "block_size": "" if setting.block_size is None else str(setting.block_size),
+                    "granularity": " ".join(str(k) for k in setting.granularity),
+                    "use_memory": str(setting.use_memory),
+                    **real,
+                    **{f"synthetic_{k}": v for k, v in separation(synthetic_scores, variant).items()},
+                    "epochs": epochs,
+                    "train_images": len(training),
+                    "heldout_images": len(synthetic),
+                    "test_images": len(test_dataset) if test_dataset is not None else 0,
+                    "train_seconds": round(train_seconds, 1),
+                    "score_seconds": round(score_seconds, 1),
+                }
+                new_rows.append(row)
+            if csv_path is not None:
+                _append_rows(csv_path, new_rows)
+            rows.extend(new_rows)
+            if on_setting is not None:
+                on_setting(setting, new_rows)
+        names = [setting.name for setting in settings]
+        return [row for row in rows if row["setting"] in names and row["variant"] in latent_weights]

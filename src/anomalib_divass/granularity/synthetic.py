@@ -19,7 +19,9 @@ from __future__ import annotations
 import torch
 from anomalib.data.utils.generators import PerlinAnomalyGenerator
 
-__all__ = ["holdout_split", "synthetic_defects"]
+__all__ = ["DEFAULT_HOLDOUT", "holdout_split", "synthetic_defects"]
+
+DEFAULT_HOLDOUT = 0.2  # fraction of the normal training images held out for the synthetic defects
 
 
 def holdout_split(count: int, fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
