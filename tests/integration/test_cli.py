@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_helpers import anomalib, metrics_of, mvtec, run
+from cli_helpers import OFFLINE, anomalib, metrics_of, mvtec, run
 
 pytestmark = pytest.mark.integration
 
@@ -121,7 +121,9 @@ def test_checkpoint_loads_in_python_with_the_same_scores(trained: TrainedRun) ->
 
 
 def test_missing_data_folder_names_the_flag(tmp_path: Path) -> None:
-    process = anomalib("train", "--model", "DivideAssemble", "--data", "MVTec", "--data.root", "nowhere", cwd=tmp_path)
+    process = anomalib(
+        "train", "--model", "DivideAssemble", "--data", "MVTec", "--data.root", "nowhere", cwd=tmp_path, env=OFFLINE
+    )
     assert process.returncode != 0
     assert "--data.root" in process.stderr
     assert "nowhere/bottle" in process.stderr

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import functools
 import io
 import os
@@ -272,7 +273,8 @@ def test_onnx_export_in_openvino_matches_pytorch(
 def test_onnxruntime_matches_pytorch(
     export: Callable[[str], Path], torch_model: DivideAssemble, fresh_folder: Path
 ) -> None:
-    onnxruntime = pytest.importorskip("onnxruntime")
+    import onnxruntime  # in the test extra: this check never skips
+
     session = onnxruntime.InferenceSession(str(export("onnx")), providers=["CPUExecutionProvider"])
     names = [output.name for output in session.get_outputs()]
     for path in sorted(fresh_folder.glob("*.png")):
@@ -407,6 +409,18 @@ def test_anomalib_predict_runs_an_exported_model_on_a_folder(
     assert (results / "v1" / "predictions.csv").is_file()
 
 
+def test_anomalib_predict_of_an_exported_model_honours_default_root_dir(
+    export: Callable[[str], Path], fresh_folder: Path, tmp_path: Path
+) -> None:
+    model, results = export("openvino"), tmp_path / "my results"
+    command = ["predict", "--model", "DivideAssemble", "--ckpt_path", str(model), "--data", str(fresh_folder)]
+    process = anomalib(*command, "--default_root_dir", str(results), cwd=tmp_path)
+    assert process.returncode == 0, process.stderr[-3000:]
+    with (results / "DivideAssemble" / "exported" / "v0" / "predictions.csv").open() as file:
+        assert len(list(csv.DictReader(file))) == len(FRESH_SIZES)
+    assert not (tmp_path / "results").exists()  # not anomalib's default ./results
+
+
 def test_anomalib_predict_on_an_exported_model_without_images_names_the_fix(
     export: Callable[[str], Path], trained: Trained
 ) -> None:
@@ -481,15 +495,28 @@ def test_unwritable_export_folder_fails_before_exporting(trained: Trained, tmp_p
         export_in_process(export_type="openvino", ckpt_path=trained.checkpoint, export_root=blocker / "exports")
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders")
-def test_read_only_export_folder_names_the_fix(trained: Trained, tmp_path: Path) -> None:
+def test_read_only_export_folder_names_the_fix(
+    trained: Trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from anomalib_divass.models.divide_assemble import export as export_module
+
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
+    if os.name != "posix" or os.geteuid() == 0:  # root writes into read-only folders: refuse as the OS would
+        create = export_module.tempfile.NamedTemporaryFile
+
+        def refuse_in_locked(*args: Any, **kwargs: Any) -> Any:
+            if Path(kwargs.get("dir", "")).is_relative_to(locked):
+                raise PermissionError(errno.EACCES, "Permission denied", str(kwargs["dir"]))
+            return create(*args, **kwargs)
+
+        monkeypatch.setattr(export_module.tempfile, "NamedTemporaryFile", refuse_in_locked)
     try:
         with pytest.raises(ExportFolderError, match=r"Permission denied.*Pass --export_root"):
             export_in_process(export_type="torch", ckpt_path=trained.checkpoint, export_root=locked)
     finally:
         locked.chmod(0o700)
+    assert not list(locked.rglob("model.pt"))  # refused before exporting
 
 
 def anomalib_export(trained: Trained, *flags: str) -> subprocess.CompletedProcess:

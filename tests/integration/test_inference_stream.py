@@ -15,15 +15,15 @@ import pytest
 from PIL import Image
 
 from anomalib_divass.inference import (
-    CSV_FIELDS,
     Failure,
     OpenVINOModel,
     Prediction,
-    main,
     score_folder,
     stream_predictions,
     throughput_model,
 )
+from anomalib_divass.inference.command import main
+from anomalib_divass.inference.writer import CSV_FIELDS
 
 pytestmark = pytest.mark.integration
 
@@ -208,5 +208,29 @@ def test_command_reports_unreadable_files_and_exits_1(
     assert "notes.png" in captured.err
     assert "16 images" in captured.out
     assert "2 unreadable skipped" in captured.out
-    assert main(["--model", str(exported), "--data", str(folder), "--output", str(output), "--resume"]) == 0
-    assert "0 images" in capsys.readouterr().out
+    # --resume tries the unreadable files again: still unreadable, so still status 1, one row each.
+    assert main(["--model", str(exported), "--data", str(folder), "--output", str(output), "--resume"]) == 1
+    out = capsys.readouterr().out
+    assert "0 images" in out
+    assert "16 already in the CSV were skipped, 2 unreadable before were tried again" in out
+    assert len(rows_of(output)) == 18
+
+
+def test_resume_retries_images_that_failed_before(model: OpenVINOModel, folder: Path, tmp_path: Path) -> None:
+    output = tmp_path / "scores.csv"
+    first = score_folder(model, folder, output, workers=2)
+    assert sorted(failure.image.name for failure in first.failed) == ["005_truncated.png", "notes.png"]
+    shutil.copy(folder / "good" / "005.png", folder / "good" / "005_truncated.png")  # the user replaces the file
+
+    summary = score_folder(model, folder, output, workers=2, resume=True)
+    assert (summary.scored, summary.resumed, summary.retried) == (1, 16, 2)
+    assert [failure.image.name for failure in summary.failed] == ["notes.png"]
+    rows = rows_of(output)
+    assert sorted(row["image"] for row in rows) == sorted(str(p) for p in folder.rglob("*.png"))  # one row each
+    (replaced,) = [row for row in rows if row["image"].endswith("005_truncated.png")]
+    assert replaced["error"] == ""  # the stale error row is gone, the new score is there
+    (original,) = [row for row in rows if row["image"].endswith("good/005.png")]
+    assert float(replaced["pred_score"]) == pytest.approx(float(original["pred_score"]), abs=1e-5)
+    (notes,) = [row for row in rows if row["image"].endswith("notes.png")]
+    assert "Cannot read image file" in notes["error"]
+    assert not [path for path in tmp_path.iterdir() if path.name.endswith(".tmp")]

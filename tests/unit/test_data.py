@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from anomalib.data.datasets.base import image as anomalib_image_dataset
+from anomalib.data.datasets.image.mvtecad import MVTecADDataset
+from anomalib.data.utils import image as anomalib_image_utils
 from PIL import Image
 
 from anomalib_divass import MVTec
-from anomalib_divass.data import DatasetNotFoundError, ImageReadError, read_image
+from anomalib_divass.data import DatasetNotFoundError, ImageReadError, MVTecDataset, read_image, read_mask
 from anomalib_divass.data.mvtec import check_category_folder
 from anomalib_divass.demo.data import make_demo_category
 
@@ -60,8 +63,35 @@ def test_corrupt_file_is_named(tmp_path: Path) -> None:
     path.write_bytes(good.read_bytes()[:60])
     with pytest.raises(ImageReadError, match=r"Cannot read image file '.*broken.png'"):
         read_image(path, as_tensor=True)
-    # anomalib's datasets use this reader once the plugin is imported
-    assert anomalib_image_dataset.read_image is read_image
+    with pytest.raises(ImageReadError, match=r"Cannot read mask file '.*broken.png'.*replace it"):
+        read_mask(path, as_tensor=True)
+    # Importing the plugin changes nothing in anomalib: its datasets keep their own reader.
+    assert anomalib_image_dataset.read_image is anomalib_image_utils.read_image
+
+
+def test_corrupt_mask_stops_with_its_name(tmp_path: Path) -> None:
+    make_demo_category(tmp_path, "washer", 2, 1, 1, image_size=32, defect_types=("stain",))
+    (mask,) = (tmp_path / "washer" / "ground_truth").rglob("*_mask.png")
+    mask.write_bytes(mask.read_bytes()[:40])
+    dataset = MVTecDataset(root=tmp_path, category="washer", split="test")
+    with pytest.raises(ImageReadError, match=re.escape(mask.name)):
+        [dataset[index] for index in range(len(dataset))]
+
+
+def test_eight_bit_dataset_reads_as_anomalib_reads_it(tmp_path: Path) -> None:
+    make_demo_category(tmp_path, "washer", num_train=3, num_test_good=2, num_test_per_defect=1, image_size=32)
+    for split in ("train", "test"):
+        ours = MVTecDataset(root=tmp_path, category="washer", split=split)
+        theirs = MVTecADDataset(root=tmp_path, category="washer", split=split)
+        assert ours.name == theirs.name == "MVTecAD"
+        assert ours.task == theirs.task
+        assert ours.samples.to_dict("list") == theirs.samples.to_dict("list")
+        for index in range(len(theirs)):
+            mine, expected = ours[index], theirs[index]
+            assert torch.equal(mine.image, expected.image)
+            assert torch.equal(mine.gt_mask, expected.gt_mask)
+            assert torch.equal(mine.gt_label, expected.gt_label)
+            assert (mine.image_path, mine.mask_path) == (expected.image_path, expected.mask_path)
 
 
 def test_corrupt_training_image_stops_with_its_name(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Unit tests of the export checks and the INT8_ACQ metric wrapper (``models.divide_assemble.checkpoint`` and ``.export``)."""
+"""Unit tests of the checkpoint and export checks and the INT8_ACQ metric wrapper (``models.divide_assemble``)."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def test_checkpoint_path_checks_name_the_fix(tmp_path: Path) -> None:
     with pytest.raises(WrongCheckpointError, match=r"exported ONNX model, not a training checkpoint"):
         check_checkpoint_path(exported)
     checkpoint = tmp_path / "model.ckpt"
-    checkpoint.write_bytes(b"")
+    torch.save({"state_dict": {}}, checkpoint)
     assert check_checkpoint_path(checkpoint) == checkpoint.resolve()
 
 

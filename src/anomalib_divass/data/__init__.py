@@ -1,6 +1,6 @@
-"""Data helpers: the ``MVTec`` alias and an image reader for 16-bit and corrupt files."""
+"""Data helpers: the ``MVTec`` alias, its dataset, and an image reader for 16-bit, one-channel and corrupt files."""
 
-from .image import ImageReadError, install_image_reader, read_image
-from .mvtec import DatasetNotFoundError, MVTec
+from .image import ImageReadError, read_image, read_mask
+from .mvtec import DatasetNotFoundError, MVTec, MVTecDataset
 
-__all__ = ["DatasetNotFoundError", "ImageReadError", "MVTec", "install_image_reader", "read_image"]
+__all__ = ["DatasetNotFoundError", "ImageReadError", "MVTec", "MVTecDataset", "read_image", "read_mask"]

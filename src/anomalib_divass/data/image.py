@@ -5,8 +5,10 @@ image that conversion clips every value above 255, so a 16-bit photo becomes alm
 and scores are silently wrong; a truncated file fails with a message that does not say which
 file. :func:`read_image` returns exactly what anomalib returns for 8-bit images, scales
 high-bit-depth images to ``[0, 1]`` by their bit depth, and raises :class:`ImageReadError`
-naming the file. :func:`install_image_reader` puts it in place of anomalib's reader in the
-modules that read images (datasets, prediction folders, inferencers, visualisation).
+naming the file; :func:`read_mask` names a corrupt mask file the same way. The ``MVTec``
+datasets (:mod:`.mvtec`) read with them; anomalib's own readers are left as they are (the
+command line replaces them where anomalib reads prediction images, see
+:func:`anomalib_divass.compat.read_high_bit_depth_images`).
 
 Example:
     >>> import numpy as np, tempfile, pathlib
@@ -20,27 +22,16 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 from torchvision.transforms.v2.functional import to_dtype, to_image
+from torchvision.tv_tensors import Mask
 
-__all__ = ["ImageReadError", "install_image_reader", "read_image"]
+__all__ = ["ImageReadError", "read_image", "read_mask"]
 
-# Modules of anomalib that bound ``read_image`` at import time.
-_READERS = (
-    "anomalib.data.utils",
-    "anomalib.data.utils.image",
-    "anomalib.data.datasets.base.image",
-    "anomalib.data.predict",
-    "anomalib.data.utils.synthetic",
-    "anomalib.deploy.inferencers.torch_inferencer",
-    "anomalib.deploy.inferencers.openvino_inferencer",
-    "anomalib.utils.visualization.image",
-)
 _HIGH_DEPTH_MAX = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0}
 
 
@@ -85,20 +76,41 @@ def read_image(path: str | Path, as_tensor: bool = False) -> torch.Tensor | np.n
                 return array
             rgb = image.convert("RGB")
     except (OSError, SyntaxError, ValueError) as error:
-        msg = (
-            f"Cannot read image file '{path}': {error}. The file is missing, truncated or not an image: "
-            f"replace it or remove it from the data folder."
-        )
-        raise ImageReadError(msg) from error
+        raise _unreadable(path, "image", error) from error
     return to_dtype(to_image(rgb), torch.float32, scale=True) if as_tensor else np.array(rgb) / 255.0
 
 
-def install_image_reader() -> None:
-    """Use :func:`read_image` wherever anomalib reads images (idempotent)."""
-    for name in _READERS:
-        try:
-            module = importlib.import_module(name)
-        except ImportError:  # an optional part of anomalib that is not installed
-            continue
-        if hasattr(module, "read_image"):
-            module.read_image = read_image
+def read_mask(path: str | Path, as_tensor: bool = False) -> torch.Tensor | np.ndarray:
+    """Read a ground-truth mask as anomalib's ``read_mask`` does, naming the file if it cannot be read.
+
+    Any non-zero pixel is anomalous, whatever the bit depth (8- or 16-bit, one channel or RGB).
+
+    Args:
+        path: Mask file.
+        as_tensor: Return a ``uint8`` ``(H, W)`` :class:`~torchvision.tv_tensors.Mask` of 0 and 1 instead of the
+            8-bit ``(H, W)`` array.
+
+    Returns:
+        The mask.
+
+    Raises:
+        ImageReadError: If the file is missing, truncated or not an image; the message names it.
+
+    """
+    try:
+        with Image.open(path) as image:
+            image.load()
+            gray = image.convert("L")  # clips 16-bit values to 255: non-zero stays non-zero
+    except (OSError, SyntaxError, ValueError) as error:
+        raise _unreadable(path, "mask", error) from error
+    array = np.array(gray)
+    return Mask(torch.from_numpy(array > 0).to(torch.uint8)) if as_tensor else array
+
+
+def _unreadable(path: str | Path, kind: str, error: BaseException) -> ImageReadError:
+    """The error for an unreadable file, naming it and the fix."""
+    msg = (
+        f"Cannot read {kind} file '{path}': {error}. The file is missing, truncated or not an image: "
+        f"replace it or remove it from the data folder."
+    )
+    return ImageReadError(msg)

@@ -19,6 +19,7 @@ from .writer import PredictionWriter, holds_results, save_mask
 
 __all__ = ["FolderSummary", "predict_folder", "score_folder"]
 
+
 @dataclass
 class FolderSummary:
     """What :func:`score_folder` did.
@@ -27,8 +28,10 @@ class FolderSummary:
         scored: Images scored in this run.
         anomalous: Of these, images labelled anomalous.
         failed: Unreadable images skipped in this run (also in the CSV, with the error).
-        resumed: Images skipped because the CSV already held them (``resume=True``).
+        resumed: Images skipped because the CSV already held their scores (``resume=True``).
         output: The CSV.
+        retried: Images tried again because the CSV held an error for them (``resume=True``); their old
+            rows were replaced by this run's.
 
     """
 
@@ -37,6 +40,7 @@ class FolderSummary:
     failed: list[Failure]
     resumed: int
     output: Path
+    retried: int = 0
 
 
 def score_folder(
@@ -67,7 +71,8 @@ def score_folder(
         device: OpenVINO device.
         resize: Resize images like training before the graph (see :class:`OpenVINOModel`).
         workers: Reader threads (default: the number of CPUs, at most 8).
-        resume: Keep the rows of an existing ``output`` and score only the images it does not hold.
+        resume: Keep the scored rows of an existing ``output`` and score only the other images, retrying those
+            it holds an error for (a file replaced since): their error rows are replaced, one row per image.
         config: Further OpenVINO properties.
         on_result: Called with each result as it is written (e.g. to print progress).
 
@@ -80,7 +85,7 @@ def score_folder(
 
     Example:
         >>> score_folder("model.xml", "images/", "predictions.csv", resume=True)  # doctest: +SKIP
-        FolderSummary(scored=9000, anomalous=12, failed=[], resumed=1000, output=PosixPath('predictions.csv'))
+        FolderSummary(scored=9000, anomalous=12, failed=[], resumed=1000, output=PosixPath('predictions.csv'), ...)
 
     """
     output = Path(output)
@@ -97,6 +102,7 @@ def score_folder(
     failed: list[Failure] = []
     with PredictionWriter(output, root, masks, resume=resume) as writer:
         todo = [path for path in images if os.path.abspath(path) not in writer.done]
+        retried = writer.forget(path for path in todo if os.path.abspath(path) in writer.failed_before)
         for result in stream_predictions(inferencer, todo, workers, keep_masks=masks is not None):
             writer.write(result)
             if isinstance(result, Failure):
@@ -106,7 +112,7 @@ def score_folder(
                 anomalous += result.pred_label
             if on_result is not None:
                 on_result(result)
-    return FolderSummary(scored, anomalous, failed, len(images) - len(todo), output)
+    return FolderSummary(scored, anomalous, failed, len(images) - len(todo), output, retried)
 
 
 def predict_folder(
@@ -152,4 +158,3 @@ def predict_folder(
         if writer is not None:
             writer.close()
     return predictions
-

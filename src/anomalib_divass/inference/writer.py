@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +18,15 @@ from .stream import Failure, Prediction
 
 __all__ = ["CSV_FIELDS", "PredictionWriter", "holds_results", "save_mask"]
 
+
 class PredictionWriter:
     """The CSV of a folder run, one row per image appended and flushed as it comes, and the masks.
 
     Columns: ``image, pred_score, pred_label, anomalous_fraction, error`` (``error`` is empty for scored
     images; unreadable ones have only ``image`` and ``error``). Rows are flushed one by one, so an
-    interrupted run keeps every image it scored, and a rerun with ``resume=True`` skips them.
+    interrupted run keeps every image it scored, and a rerun with ``resume=True`` skips them. Images that
+    failed before (:attr:`failed_before`) are tried again on resume: :meth:`forget` drops their old rows
+    first, so the CSV keeps one row per image, its latest result.
 
     Args:
         path: The CSV.
@@ -39,9 +43,11 @@ class PredictionWriter:
         self.path = Path(path)
         self.root = root
         self.masks = None if masks is None else Path(masks)
-        self.done = _images_in(self.path) if resume else set()
+        self.done, self.failed_before = _images_in(self.path) if resume else (set(), set())
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fresh = not self.done and not (resume and self.path.is_file() and self.path.stat().st_size)
+        fresh = not (self.done or self.failed_before) and not (
+            resume and self.path.is_file() and self.path.stat().st_size
+        )
         self._file = self.path.open("w" if fresh else "a", newline="", encoding="utf-8")
         self._writer = csv.writer(self._file)
         if fresh:
@@ -66,6 +72,47 @@ class PredictionWriter:
             )
         self._file.flush()
 
+    def forget(self, images: Iterable[str | Path]) -> int:
+        """Drop the rows of ``images`` (e.g. failures about to be retried), replacing the CSV atomically.
+
+        The rows left are copied to a temporary file next to the CSV that then replaces it, so an interruption
+        leaves either the old or the new file, never a half-written one.
+
+        Args:
+            images: Image paths (compared as absolute paths).
+
+        Returns:
+            How many rows were dropped.
+
+        """
+        drop = {os.path.abspath(image) for image in images}
+        if not drop:
+            return 0
+        self._file.close()
+        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        dropped = 0
+        try:
+            with (
+                self.path.open(newline="", encoding="utf-8") as source,
+                temporary.open("w", newline="", encoding="utf-8") as target,
+            ):
+                writer = csv.writer(target)
+                for row in csv.reader(source):
+                    if row and row != list(CSV_FIELDS) and os.path.abspath(row[0]) in drop:
+                        dropped += 1
+                        continue
+                    writer.writerow(row)
+                target.flush()
+                os.fsync(target.fileno())
+            os.replace(temporary, self.path)
+        finally:
+            temporary.unlink(missing_ok=True)
+            self._file = self.path.open("a", newline="", encoding="utf-8")
+            self._writer = csv.writer(self._file)
+        self.done -= drop
+        self.failed_before -= drop
+        return dropped
+
     def close(self) -> None:
         """Close the file."""
         self._file.close()
@@ -89,13 +136,14 @@ def holds_results(path: Path) -> bool:
         return first.rstrip("\r\n") != ",".join(CSV_FIELDS) or bool(file.readline())
 
 
-def _images_in(path: Path) -> set[str]:
-    """Absolute paths of the images an existing prediction CSV holds (scored or failed).
+def _images_in(path: Path) -> tuple[set[str], set[str]]:
+    """Absolute paths of the images an existing prediction CSV holds: ``(scored, failed)``.
 
-    A last line cut off by an interruption is removed from the file, so that the rerun scores it again.
+    An image whose latest row is an error counts as failed only. A last line cut off by an interruption is
+    removed from the file, so that the rerun scores it again.
     """
     if not path.is_file() or path.stat().st_size == 0:
-        return set()
+        return set(), set()
     with path.open("r+", newline="", encoding="utf-8") as file:
         text = file.read()
         if not text.endswith("\n"):  # a row torn by a kill: drop it
@@ -105,14 +153,15 @@ def _images_in(path: Path) -> set[str]:
     rows = csv.reader(text.splitlines())
     header = next(rows, None)
     if header is None:
-        return set()
+        return set(), set()
     if tuple(header) != CSV_FIELDS:
         msg = (
             f"'{path}' is not a prediction CSV of this command (its columns are {header}, expected "
             f"{list(CSV_FIELDS)}); cannot resume from it. Pass another --output, or delete the file."
         )
         raise ValueError(msg)
-    return {os.path.abspath(row[0]) for row in rows if row}
+    failed = {os.path.abspath(row[0]): bool(row[-1]) for row in rows if row}  # image -> its latest row is an error
+    return {image for image, error in failed.items() if not error}, {image for image, error in failed.items() if error}
 
 
 def save_mask(prediction: Prediction, root: Path, masks: Path) -> Path:
@@ -137,5 +186,3 @@ def save_mask(prediction: Prediction, root: Path, masks: Path) -> Path:
         picture = picture.resize((prediction.size[1], prediction.size[0]), Image.Resampling.NEAREST)
     picture.save(path)
     return path
-
-
