@@ -94,13 +94,14 @@ def test_resume_replaces_the_error_row_of_a_retried_image(tmp_path: Path) -> Non
         ("temperature", math.nan),
         ("shrink_threshold", -0.1),
         ("shrink_threshold", 1.5),
+        ("shrink_threshold", 1.0),
         ("score_top_fraction", 0.0),
         ("score_top_fraction", 1.5),
         ("lr", 0.0),
     ],
 )
 def test_out_of_range_model_argument_names_its_valid_range(name: str, value: float) -> None:
-    valid_range = r"[\[(]-?[0-9.]+, ([0-9.]+|inf)\]"
+    valid_range = r"[\[(]-?[0-9.]+, ([0-9.]+|inf)[\])]"
     with pytest.raises(ValueError, match=rf"--model\.{name} must lie in {valid_range}, got {re.escape(str(value))}"):
         DivideAssemble(pre_processor=False, **{name: value})
 

@@ -77,12 +77,14 @@ ADAM_BETAS = (0.5, 0.999)
 ARCHITECTURE_ARGUMENTS = ("granularity", "channels", "num_items", "variant")
 
 
-def _check_range(name: str, value: float, low: float, high: float, *, low_open: bool = False) -> None:
+def _check_range(
+    name: str, value: float, low: float, high: float, *, low_open: bool = False, high_open: bool = False
+) -> None:
     """Raise a ``ValueError`` naming the argument and its valid range when ``value`` lies outside it."""
-    inside = (low < value if low_open else low <= value) and value <= high
+    inside = (low < value if low_open else low <= value) and (value < high if high_open else value <= high)
     if not inside or value != value:  # noqa: PLR0124  (NaN)
-        bracket = "(" if low_open else "["
-        msg = f"--model.{name} must lie in {bracket}{low}, {high}], got {value}."
+        opening, closing = "(" if low_open else "[", ")" if high_open else "]"
+        msg = f"--model.{name} must lie in {opening}{low}, {high}{closing}, got {value}."
         raise ValueError(msg)
 
 
@@ -628,7 +630,7 @@ def _check_arguments(arguments: dict[str, Any]) -> None:
     if arguments["num_items"] < 1:
         msg = f"--model.num_items must be >= 1, got {arguments['num_items']}."
         raise ValueError(msg)
-    _check_range("shrink_threshold", arguments["shrink_threshold"], 0.0, 1.0)
+    _check_range("shrink_threshold", arguments["shrink_threshold"], 0.0, 1.0, high_open=True)
     _check_range("temperature", arguments["temperature"], 0.0, math.inf, low_open=True)
     _check_range("sigma", arguments["sigma"], 0.0, 64.0)
     _check_range("score_top_fraction", arguments["score_top_fraction"], 0.0, 1.0, low_open=True)
