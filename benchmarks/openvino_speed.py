@@ -10,9 +10,9 @@ GFLOP per image, achieved GFLOP/s and the fraction of the CPU's measured matrix-
   ``PERFORMANCE_HINT=LATENCY``, synchronous requests. FP32 = ``INFERENCE_PRECISION_HINT f32``; bf16 =
   ``bf16`` (OpenVINO's default on CPUs with bf16 instructions); INT8 = anomalib's ``INT8_PTQ`` IR (NNCF
   defaults on the whole graph) and, for DivideAssemble, the plugin's INT8 (only the convolutions, which
-  keeps detection quality: ``anomalib_divass.models.divide_assemble.export.quantize_convolutions``), their unquantized layers at
-  OpenVINO's default precision. anomalib's PatchCore export comes out with a fixed batch of 2 (torch.export
-  specializes it) and cannot be reshaped: it is exported once per batch size.
+  keeps detection quality: ``anomalib_divass.models.divide_assemble.export.quantize_convolutions``), their
+  unquantized layers at OpenVINO's default precision. anomalib's PatchCore export comes out with a fixed
+  batch of 2 (torch.export specializes it) and cannot be reshaped: it is exported once per batch size.
 * PaDiM (resnet18) and PatchCore (wide_resnet50_2) are anomalib's, built with ``pre_trained=False``:
   no ImageNet weights can be downloaded here, and timing does not depend on weight values. PaDiM's
   Gaussian is fitted on the calibration images; PatchCore's memory bank is filled with random
@@ -184,7 +184,8 @@ def export(
     """FP32 and INT8_PTQ IRs through anomalib's ``to_openvino`` with a fixed input size.
 
     ``batch`` fixes the batch dimension too (for exports whose batch torch.export specializes anyway).
-    DivideAssemble also gets the plugin's INT8 (:func:`anomalib_divass.models.divide_assemble.export.quantize_convolutions`).
+    DivideAssemble also gets the plugin's INT8
+    (:func:`anomalib_divass.models.divide_assemble.export.quantize_convolutions`).
     """
     import openvino as ov
     from anomalib.deploy import CompressionType
@@ -206,9 +207,9 @@ def export(
         )
         irs = {"fp32": fp32, "int8": int8}
         if name == "DivideAssemble":
-            samples = [image[None].numpy() for image in calibration]
+            samples = [image[None] for image in calibration]
             if batch:
-                samples = [np.concatenate(samples[i : i + batch]) for i in range(0, len(samples) - batch + 1, batch)]
+                samples = [torch.cat(samples[i : i + batch]) for i in range(0, len(samples) - batch + 1, batch)]
             quantized = quantize_convolutions(ov.Core().read_model(str(fp32)), samples)
             irs["int8_plugin"] = root / "int8_plugin" / "model.xml"
             ov.save_model(quantized, str(irs["int8_plugin"]), compress_to_fp16=False)

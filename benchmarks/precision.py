@@ -4,8 +4,8 @@ Exports a trained checkpoint with anomalib's own ``to_openvino`` and prints imag
 every variant on the category's test set, side by side with PyTorch:
 
 * FP32 IR; anomalib's ``INT8_PTQ`` (NNCF's defaults on the whole graph); the plugin's ``INT8_PTQ``
-  (``anomalib_divass.models.divide_assemble.export.DeploymentMixin``: only the convolutions in int8); anomalib's ``INT8_ACQ``
-  (NNCF accuracy control);
+  (``anomalib_divass.models.divide_assemble.export.DeploymentMixin``: only the convolutions in int8);
+  anomalib's ``INT8_ACQ`` (NNCF accuracy control);
 * every IR runs twice, with OpenVINO's f32 and bf16 inference precision (bf16 is OpenVINO's default on
   CPUs with bf16 instructions; for an INT8 IR it is the precision of the layers left unquantized);
 * the test images are resized with the model's own pre-processing transform (antialiased, what training
@@ -179,8 +179,8 @@ def synthetic_validation(images: Sequence[np.ndarray], seed: int) -> list[dict]:
 class QualityMetric:
     """Mean of image and pixel AUROC over one validation pass, for anomalib's INT8_ACQ ``val_fn``.
 
-    ``DivideAssemble.to_openvino`` wraps it in ``anomalib_divass.models.divide_assemble.export.ResettingMetric``, which resets it
-    after every pass NNCF makes (anomalib's ``val_fn`` never does).
+    ``DivideAssemble.to_openvino`` wraps it in ``anomalib_divass.models.divide_assemble.export.ResettingMetric``,
+    which resets it after every pass NNCF makes (anomalib's ``val_fn`` never does).
     """
 
     def __init__(self) -> None:

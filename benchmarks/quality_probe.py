@@ -31,13 +31,12 @@ from sklearn.metrics import roc_auc_score
 
 from anomalib_divass.data.image import read_image
 from anomalib_divass.models.divide_assemble.anomaly_map import (
-    MEASURES,
     AnomalyMapGenerator,
+    ErrorMeasure,
     Normalization,
     NormalStatistics,
 )
-from anomalib_divass.models.divide_assemble.map_choice import auroc
-from anomalib_divass.models.divide_assemble.synthetic import synthetic_defects
+from anomalib_divass.models.divide_assemble.map_choice import candidate_criteria, map_candidates
 from anomalib_divass.models.divide_assemble.torch_model import MemoryAutoencoder
 
 SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
@@ -159,42 +158,38 @@ def reconstruct(model: MemoryAutoencoder, images: torch.Tensor, batch: int = 32)
 
 
 def evaluate(data: dict, model: MemoryAutoencoder, args: argparse.Namespace) -> list[dict]:
+    """Score the test set with every candidate map; beside it, the model's label-free criterion for it."""
     heldout, test = data["heldout"], data["test"]
-    heldout_out, test_out = reconstruct(model, heldout), reconstruct(model, test)
     labels = data["labels"].numpy()
     masks = data["masks"].flatten().numpy().astype(bool)
-    maps: dict[str, torch.Tensor] = {}
-    synthetic: dict[str, float] = {}  # the label-free criterion of map_choice, per map
-    scorer = AnomalyMapGenerator()
-    defective, defect_masks = synthetic_defects(heldout, seed=0)
-    defective_out = reconstruct(model, defective)
-    image_labels = torch.cat([torch.zeros(len(heldout)), torch.ones(len(heldout))])
-    for measure in MEASURES:
-        for normalization in Normalization:
-            generator = AnomalyMapGenerator(measure, normalization, sigma=args.sigma * args.size / 256)
-            if generator.needs_statistics:
-                statistics = NormalStatistics()
-                statistics.update(generator.reconstruction_error(heldout, heldout_out))
-                generator.set_statistics("normal", *statistics.result(normalization))
-            name = f"{measure.value}/{normalization.value}"
-            with torch.no_grad():
-                maps[name] = generator(test, test_out)
-                clean, broken = generator(heldout, heldout_out), generator(defective, defective_out)
-            synthetic[name] = (
-                auroc(broken, defect_masks)
-                + auroc(torch.cat([generator.score(clean), generator.score(broken)]), image_labels)
-            ) / 2
-    for normalization in ("global", "pixel"):  # mixes: the mean of normalised maps
-        maps[f"l2+msgms/{normalization}"] = (maps[f"l2/{normalization}"] + maps[f"msgms/{normalization}"]) / 2
-        maps[f"all/{normalization}"] = sum(maps[f"{m.value}/{normalization}"] for m in MEASURES) / 3
+    generator = AnomalyMapGenerator(ErrorMeasure.AUTO, Normalization.AUTO, sigma=args.sigma * args.size / 256)
+    candidates = [
+        *map_candidates(ErrorMeasure.AUTO, Normalization.NONE),
+        *map_candidates(ErrorMeasure.AUTO, Normalization.AUTO),
+    ]
+    with torch.no_grad():
+        criteria = candidate_criteria(generator, lambda x: reconstruct(model, x), heldout, candidates)
+        statistics = NormalStatistics()
+        statistics.update(generator.reconstruction_error(heldout, reconstruct(model, heldout)))
+        raw = generator.reconstruction_error(test, reconstruct(model, test))
+    chosen = max(
+        (index for index, candidate in enumerate(candidates) if candidate.normalization is not Normalization.NONE),
+        key=lambda index: float(criteria[index]),
+    )
     rows = []
-    for name, anomaly_map in maps.items():
+    for index, candidate in enumerate(candidates):
+        if candidate.normalization is Normalization.NONE:
+            mean, spread = torch.zeros(()), torch.ones(())
+        else:
+            mean, spread = statistics.result(candidate.normalization)
+        weights = torch.tensor(candidate.weights).reshape(1, -1, 1, 1)
+        anomaly_map = (((raw - mean) / spread) * weights).sum(dim=1, keepdim=True)
         rows.append(
             {
-                "map": name,
-                "image_AUROC": roc_auc_score(labels, scorer.score(anomaly_map).numpy()),
+                "map": candidate.name + (" (chosen)" if index == chosen else ""),
+                "image_AUROC": roc_auc_score(labels, generator.score(anomaly_map).numpy()),
                 "pixel_AUROC": roc_auc_score(masks, anomaly_map.flatten().numpy()),
-                "synthetic": synthetic.get(name, float("nan")),
+                "synthetic": float(criteria[index]),
             }
         )
     return rows

@@ -1,10 +1,11 @@
 """Train DAAD, DAAD+ and the vanilla autoencoder on real MVTec-layout data; print one table.
 
-Every run goes through anomalib's command line with the shipped config
-(``configs/divide_assemble.yaml``). DAAD and the vanilla autoencoder are trained; DAAD+ is the
-trained DAAD checkpoint with ``latent_weight`` > 0 (the discriminator is trained in both, only
-the anomaly map differs): anomalib's ``Engine`` validates it first, so that the post-processor
-learns thresholds and normalisation for the DAAD+ map, then tests it.
+Every run goes through anomalib's command line with the shipped config (the package's
+``configs/divide_assemble.yaml``, printed by ``anomalib-divass config``). DAAD and the vanilla
+autoencoder (variant ``AE+Skip``) are trained; DAAD+ is the trained DAAD checkpoint scored as variant
+``DAAD+`` with ``latent_weight`` > 0 (the discriminator is trained in both, only the anomaly map differs):
+anomalib's ``Engine`` validates it first, so that the post-processor learns thresholds and
+normalisation for the DAAD+ map, then tests it.
 
 Example:
     python benchmarks/real_data.py --root ../shared/datasets/mvtec_ad --category bottle
@@ -20,8 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "configs" / "divide_assemble.yaml"
 METRIC_ROW = re.compile(r"│\s*(image_\w+|pixel_\w+)\s*│\s*([0-9.eE+-]+)\s*│")
 
 
@@ -41,12 +40,17 @@ def anomalib(*args: str, log: Path) -> tuple[dict[str, float], float]:
 
 def evaluate_plus(checkpoint: Path, weight: float, root: Path, category: str, out: Path) -> tuple[dict, float]:
     """Validate (thresholds, normalisation) and test a DAAD checkpoint as DAAD+ with ``weight``."""
+    import torch
     from anomalib.engine import Engine
 
     from anomalib_divass import DivideAssemble, MVTec
 
     start = time.perf_counter()
-    model = DivideAssemble.load_from_checkpoint(checkpoint, latent_weight=weight)
+    stored = torch.load(checkpoint, map_location="cpu", weights_only=False)  # the DAAD network, scored as DAAD+
+    stored["hyper_parameters"].update(variant="DAAD+", latent_weight=weight)
+    rescored = out / f"daad_plus_{weight}.ckpt"
+    torch.save(stored, rescored)
+    model = DivideAssemble.load_from_checkpoint(rescored)
     datamodule = MVTec(root=root, category=category, eval_batch_size=16, num_workers=2)
     engine = Engine(default_root_dir=out / f"plus_{weight}", logger=False)
     engine.validate(model, datamodule=datamodule)
@@ -73,13 +77,15 @@ def main() -> None:
             metrics, seconds = evaluate_plus(args.plus_only, weight, args.root, args.category, args.out)
             print(f"DAAD+ (latent_weight {weight}): {metrics} in {seconds:.0f} s")
         return
-    variants = {"DAAD": [], "vanilla AE": ["--model.use_memory", "false"]}
+    from anomalib_divass.configs import config_path
+
+    variants = {"DAAD": [], "vanilla AE": ["--model.variant", "AE+Skip"]}
     for name in args.variants:
         extra = variants[name]
         root = args.out / args.category / name.replace(" ", "_")
         log = args.out / f"{args.category}_{name.replace(' ', '_')}.log"
         metrics, seconds = anomalib(
-            "train", "--config", str(CONFIG), *data, "--trainer.max_epochs", str(args.epochs),
+            "train", "--config", str(config_path()), *data, "--trainer.max_epochs", str(args.epochs),
             "--default_root_dir", str(root), *extra, log=log,
         )  # fmt: skip
         rows.append((name, metrics, seconds))

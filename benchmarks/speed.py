@@ -8,8 +8,8 @@ default thread count:
   optimizers from ``configure_optimizers``, the same finiteness checks) without a
   Lightning ``Trainer``; median over the steps after warm-up;
 * inference images/s and latency at batch 1 and 8 (eval mode, ``torch.inference_mode``)
-  for DAAD (``latent_weight=0``), DAAD+ (``latent_weight>0``) and the vanilla autoencoder
-  (``use_memory=False``);
+  for DAAD, DAAD+ (``variant="DAAD+"``, latent error in the map) and the vanilla autoencoder
+  (``variant="AE+Skip"``, no memory);
 * the process RSS high-water mark during each measurement (reset through
   ``/proc/self/clear_refs`` where the kernel allows it, otherwise the process peak so far);
 * GFLOP per image from ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and
@@ -241,8 +241,8 @@ def build_module(latent_weight: float, use_memory: bool) -> torch.nn.Module:
     """The Lightning module with default network settings and no pre/post-processing.
 
     Args:
-        latent_weight: 0 for DAAD, > 0 for DAAD+.
-        use_memory: ``False`` for the vanilla autoencoder.
+        latent_weight: 0 for DAAD, > 0 for DAAD+ (its share of the map).
+        use_memory: ``False`` for the vanilla autoencoder (variant ``AE+Skip``).
 
     Returns:
         A ``DivideAssemble`` module.
@@ -250,9 +250,11 @@ def build_module(latent_weight: float, use_memory: bool) -> torch.nn.Module:
     from anomalib_divass import DivideAssemble
 
     torch.manual_seed(0)
+    variant = "AE+Skip" if not use_memory else ("DAAD+" if latent_weight > 0 else "DAAD")
+    weight = {"latent_weight": latent_weight} if variant == "DAAD+" else {}
     return DivideAssemble(
-        latent_weight=latent_weight,
-        use_memory=use_memory,
+        variant=variant,
+        **weight,
         pre_processor=False,
         post_processor=False,
         evaluator=False,

@@ -4,10 +4,17 @@ anomalib's command line resolves ``--model`` short names among the model classes
 imported, and has no plugin mechanism. The ``anomalib_divass_autoload.pth`` file installed
 with the package imports this small module at interpreter start; it only adds a finder to
 ``sys.meta_path`` (no anomalib, no torch). When, and only when, ``anomalib.cli.cli`` is
-imported, the finder lets it load and then imports ``anomalib_divass``, which registers
-``DivideAssemble`` and the ``MVTec`` data alias before the arguments are parsed, and applies
-``anomalib_divass.compat`` (the same workarounds ``anomalib-divass`` applies, so both commands
-behave identically).
+imported, the finder imports ``anomalib_divass`` (which registers ``DivideAssemble`` and the
+``MVTec`` data alias), lets anomalib's module load, and then prepares the command line with
+``anomalib_divass.cli.prepare_anomalib_cli`` (the workarounds of ``anomalib_divass.compat``),
+before the arguments are parsed.
+
+The plugin is imported *before* anomalib's CLI module, as ``anomalib-divass`` imports it, so that
+both commands parse alike: Python caches ``typing.Union`` objects by equality, so whichever of
+Lightning's ``Union[float, int]`` and ``Union[int, float]`` is built first is the one every later
+spelling gets, and jsonargparse tries the members in that order. anomalib's CLI module, imported
+first, builds the float-first one: ``--trainer.limit_train_batches 1`` then means every batch (1.0),
+not one batch as Lightning documents and as ``anomalib-divass`` (Lightning imported first) reads it.
 """
 
 from __future__ import annotations
@@ -34,12 +41,13 @@ class _CLIWatcher:
         load = spec.loader.exec_module
 
         def exec_module(module: object) -> None:
-            load(module)
-            try:
+            try:  # the plugin first, as `anomalib-divass` imports it (see the module's docstring)
                 from anomalib_divass.cli import prepare_anomalib_cli  # noqa: PLC0415
             except Exception as error:
                 print(f"anomalib-divass: plugin not loaded ({error!r}).", file=sys.stderr)
+                load(module)
                 return
+            load(module)
             prepare_anomalib_cli(sys.argv)  # as `anomalib-divass` does; may exit (bad --ckpt_path)
 
         spec.loader.exec_module = exec_module

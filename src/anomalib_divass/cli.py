@@ -8,6 +8,7 @@ apply :func:`anomalib_divass.compat.apply`). The plugin's own subcommands:
 * ``leaderboard``: DivideAssemble next to PaDiM, PatchCore and others (see :mod:`.leaderboard`);
 * ``granularity``: the block-size sweep on one category (see :mod:`.granularity`);
 * ``predict-folder``: a folder of any size through an exported model into a CSV (see :mod:`.inference`);
+* ``report``: a browsable HTML report of a test, predict or predict-folder run (see :mod:`.report`);
 * ``config``: print the shipped config (``anomalib-divass config > divide_assemble.yaml``).
 
 Example:
@@ -19,37 +20,35 @@ Example:
 from __future__ import annotations
 
 import sys
-from importlib import resources
-from pathlib import Path
+
+from .configs import config_path
 
 __all__ = ["config_path", "main", "prepare_anomalib_cli"]
 
-SHIPPED_CONFIG = "divide_assemble.yaml"
+CONFIG_USAGE = """usage: anomalib-divass config [--path]
 
+Print the shipped DivideAssemble config (YAML), or with --path where it is installed.
 
-def config_path(name: str = SHIPPED_CONFIG) -> Path:
-    """Path of a config shipped inside the package (works from a wheel as from the repository).
-
-    Args:
-        name: File name in ``anomalib_divass/configs``.
-
-    Returns:
-        The file's path.
-
-    Example:
-        >>> config_path().name
-        'divide_assemble.yaml'
-
-    """
-    return Path(str(resources.files("anomalib_divass") / "configs" / name))
+  anomalib-divass config > divide_assemble.yaml
+  anomalib train --config divide_assemble.yaml --data.root ../shared/datasets/mvtec_ad --data.category bottle
+"""
 
 
 def _print_config(argv: list[str]) -> int:
-    if argv and argv[0] in {"-h", "--help"}:
-        print("usage: anomalib-divass config [--path]\n\nPrint the shipped DivideAssemble config (YAML), or its path.")
+    """``anomalib-divass config [--path]``; returns the exit status (2 for an unknown argument)."""
+    if any(argument in {"-h", "--help"} for argument in argv):
+        print(CONFIG_USAGE, end="")
         return 0
+    unknown = [argument for argument in argv if argument != "--path"]
+    if unknown:
+        message = f"anomalib-divass config: error: unrecognized arguments: {' '.join(unknown)}"
+        print(f"{CONFIG_USAGE}{message}", file=sys.stderr)
+        return 2
     path = config_path()
-    print(path if "--path" in argv else path.read_text(encoding="utf-8"), end="\n" if "--path" in argv else "")
+    if argv:
+        print(path)
+    else:
+        print(path.read_text(encoding="utf-8"), end="")
     return 0
 
 
@@ -66,8 +65,10 @@ def prepare_anomalib_cli(argv: list[str]) -> None:
     """
     from . import compat, models  # noqa: F401, PLC0415  (models: --model DivideAssemble resolvable)
     from .data import MVTec  # noqa: F401, PLC0415  (--data MVTec resolvable)
+    from .granularity.callback import install_cli_choice  # noqa: PLC0415
 
     compat.apply(argv)
+    install_cli_choice()  # --model.granularity auto: fit/train add the ChooseGranularity callback
 
 
 def main() -> None:
@@ -88,6 +89,10 @@ def main() -> None:
         from .inference.command import main as predict_folder  # noqa: PLC0415
 
         sys.exit(predict_folder(rest, prog="anomalib-divass predict-folder"))
+    if command == "report":
+        from .report.command import main as report  # noqa: PLC0415
+
+        sys.exit(report(rest))
     if command == "leaderboard":
         from .leaderboard import main as leaderboard  # noqa: PLC0415
 

@@ -13,9 +13,10 @@ import torch
 import yaml
 from cli_helpers import BIN, environment, run
 
-pytestmark = pytest.mark.integration
+from anomalib_divass.configs import config_path
+from anomalib_divass.models.divide_assemble.lightning_model import DAAD_PLUS_LATENT_WEIGHT
 
-REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.integration
 
 
 def leaderboard(*args: str | Path, cwd: Path) -> tuple[int, str]:
@@ -45,7 +46,8 @@ def test_leaderboard_writes_reports_and_resumes(tiny_root: Path, tmp_path: Path)
     daad, plus = rows["DAAD", "washer"], rows["DAAD+", "washer"]
     assert plus["train_seconds"] == daad["train_seconds"]
     assert plus["model_size_mb"] == daad["model_size_mb"]
-    assert "latent_weight=0.001" in plus["settings"]
+    assert f"latent_weight={DAAD_PLUS_LATENT_WEIGHT}" in plus["settings"]  # the model's DAAD+ weight
+    assert "config=shipped" in plus["settings"]  # the config in the package
     assert "backbone_weights=untrained (random init)" in rows["PaDiM", "washer"]["settings"]
 
     markdown = (out / "leaderboard.md").read_text()
@@ -70,8 +72,8 @@ def test_leaderboard_writes_reports_and_resumes(tiny_root: Path, tmp_path: Path)
 
 
 def test_crashing_model_is_reported_and_the_rest_finish(tiny_root: Path, tmp_path: Path) -> None:
-    config = yaml.safe_load((REPO / "configs" / "divide_assemble.yaml").read_text())
-    config["model"]["init_args"]["lr"] = float("nan")  # the optimizer refuses it once training starts
+    config = yaml.safe_load(config_path().read_text())
+    config["model"]["init_args"] = {"lr": float("nan")}  # the model refuses it when the pair builds it
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(config))
     out = tmp_path / "out"
@@ -80,7 +82,7 @@ def test_crashing_model_is_reported_and_the_rest_finish(tiny_root: Path, tmp_pat
         "--daad-config", bad, "--output", out, cwd=tmp_path,
     )  # fmt: skip
     assert code == 1, output
-    assert "FAILED: AE on washer: ValueError: Invalid learning rate: nan" in output
+    assert "FAILED: AE on washer: ValueError: --model.lr must lie in (0.0, 1.0], got nan." in output
     assert "INCOMPLETE: 1 of 2 pairs failed (AE on washer)" in output
     assert not (out / "leaderboard.csv").exists()
     statuses = {r["model"]: r["status"] for r in csv.DictReader((out / "leaderboard_INCOMPLETE.csv").open())}

@@ -186,26 +186,53 @@ def test_auroc_matches_sklearn_with_ties() -> None:
     assert auroc(torch.from_numpy(scores), torch.from_numpy(labels)) == pytest.approx(roc_auc_score(labels, scores))
 
 
-def test_auto_measure_mixes_with_one_hot_weights_after_a_choice() -> None:
+def test_auto_map_stores_the_chosen_candidate() -> None:
+    from anomalib_divass.models.divide_assemble.map_choice import map_candidates
+
     torch.manual_seed(0)
     model = DivideAssembleModel(
         MemoryAutoencoder(channels=(8, 16), granularity=(2, 1), num_items=4),
         Discriminator(channels=(8, 16)),
-        AnomalyMapGenerator(measure="auto", normalization="global", sigma=1.0),
+        AnomalyMapGenerator(measure="auto", normalization="auto", sigma=1.0),
     )
     generator = model.anomaly_map
     assert generator.measures == (ErrorMeasure.L2, ErrorMeasure.SSIM, ErrorMeasure.MSGMS)
-    assert torch.allclose(generator.measure_weights, torch.full((3,), 1 / 3))
+    candidates = map_candidates(generator.measure, generator.normalization)
+    assert [candidate.name for candidate in candidates] == [
+        f"{label}/{norm}" for norm in ("global", "pixel") for label in ("l2", "ssim", "msgms", "mix")
+    ]
     collector = NormalStatisticsCollector(model)
     collector.add(torch.rand(8, 3, 32, 32))
     assert collector.finish() == 8
-    assert collector.choice is not None
-    assert sorted(generator.measure_weights.tolist()) == [0.0, 0.0, 1.0]
-    assert collector.choice.names[collector.choice.index] in collector.choice.reason
+    choice = collector.choice
+    assert choice is not None
+    assert len(choice.criteria) == len(candidates)
+    assert choice.best.name in choice.reason
+    assert torch.equal(generator.measure_weights, torch.tensor(choice.best.weights))
+    expected_shape = (1, 3, 1, 1) if choice.best.normalization is Normalization.GLOBAL else (1, 3, 32, 32)
+    assert generator.normal_mean.shape == expected_shape
     images = torch.rand(2, 3, 32, 32)
     model.eval()
     with torch.no_grad():
         reconstructions = model.autoencoder(images).image
         maps = generator.normalize(generator.reconstruction_error(images, reconstructions), "normal")
-        expected = maps[:, collector.choice.index : collector.choice.index + 1]
-        assert torch.allclose(model(images).anomaly_map, expected)
+        weights = torch.tensor(choice.best.weights).reshape(1, -1, 1, 1)
+        assert torch.allclose(model(images).anomaly_map, (maps * weights).sum(dim=1, keepdim=True), atol=1e-6)
+
+
+def test_choice_is_judged_on_images_its_statistics_did_not_see() -> None:
+    """Statistics come from one half of the held-out images, synthetic defects go on the other half."""
+    from anomalib_divass.models.divide_assemble.map_choice import candidate_criteria, map_candidates
+
+    generator = AnomalyMapGenerator(measure="l2", normalization="auto", sigma=0.0)
+    seen: list[int] = []
+
+    def identity(images: torch.Tensor) -> torch.Tensor:
+        seen.append(len(images))
+        return images * 0.9
+
+    candidates = map_candidates(generator.measure, generator.normalization)
+    criteria = candidate_criteria(generator, identity, torch.rand(10, 3, 32, 32), candidates)
+    assert seen == [5, 5, 5]  # reference half, clean judged half, defective judged half
+    assert criteria.shape == (2,)
+    assert ((criteria >= 0) & (criteria <= 1)).all()

@@ -178,3 +178,43 @@ def test_mean_over_categories_says_when_settings_differ(tmp_path: Path) -> None:
     assert "| DAAD (50 ep) | bottle |" in markdown
     assert "| DAAD (10 ep) | magnetic_tile |" in markdown
     assert "| DAAD (epochs differ) | mean (2/2) | 0.800 |" in markdown
+
+
+def test_divide_assemble_settings_come_from_the_shipped_config_and_the_model() -> None:
+    from anomalib_divass.configs import config_path
+    from anomalib_divass.leaderboard.command import _parser
+    from anomalib_divass.leaderboard.models import DEFAULT_CONFIG, MODELS
+    from anomalib_divass.models.divide_assemble.lightning_model import DAAD_PLUS_LATENT_WEIGHT, DEFAULT_MAX_EPOCHS
+
+    assert config_path() == DEFAULT_CONFIG  # inside the package: found from a wheel as from the repository
+    args = _parser().parse_args(["--categories", "washer"])
+    assert args.daad_config == config_path()
+    assert args.latent_weight == DAAD_PLUS_LATENT_WEIGHT
+    settings = LeaderboardSettings()
+    assert settings.daad.path == config_path()
+    assert settings.latent_weight == DAAD_PLUS_LATENT_WEIGHT
+    assert settings.daad.max_epochs == DEFAULT_MAX_EPOCHS  # the config leaves the training length to the model
+    assert (settings.daad.train_batch_size, settings.daad.seed) == (8, 42)  # the config's
+    assert MODELS["DAAD"].settings_of(settings)["config"] == "shipped"
+    assert MODELS["DAAD+"].settings_of(settings)["latent_weight"] == DAAD_PLUS_LATENT_WEIGHT
+
+
+def test_daad_config_with_arguments_the_model_does_not_take_is_refused(tmp_path: Path) -> None:
+    from anomalib_divass.leaderboard.models import MODELS, DivideAssembleConfig
+
+    old = tmp_path / "old.yaml"
+    old.write_text(
+        "model:\n  class_path: anomalib_divass.DivideAssemble\n  init_args:\n"
+        "    similarity: cosine\n    discriminator_lr: 0.0002\n    lr: 0.002\n"
+    )
+    with pytest.raises(ValueError, match=r"does not take: discriminator_lr, similarity\. Its arguments: "):
+        DivideAssembleConfig.load(old)
+    with pytest.raises(FileNotFoundError, match="leave it out for the shipped config"):
+        DivideAssembleConfig.load(tmp_path / "missing.yaml")
+    new = tmp_path / "new.yaml"
+    new.write_text(
+        old.read_text().replace("    similarity: cosine\n", "").replace("    discriminator_lr: 0.0002\n", "")
+    )
+    config = DivideAssembleConfig.load(new)
+    assert config.init_args == {"lr": 0.002}
+    assert MODELS["DAAD"].settings_of(LeaderboardSettings(daad=config))["config"] == str(new)

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..models.divide_assemble.lightning_model import DAAD_PLUS_LATENT_WEIGHT
 from .models import (
     DEFAULT_CONFIG,
     MODELS,
@@ -81,8 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--daad-config",
         type=Path,
-        default=DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None,
-        help="DivideAssemble config (model arguments, epochs, batch sizes, seed); default: the shipped one",
+        default=DEFAULT_CONFIG,
+        help="DivideAssemble config (model arguments, epochs, batch sizes, seed); default: the shipped one, "
+        "printed by `anomalib-divass config` (save it, edit it, pass it here)",
     )
     parser.add_argument(
         "--max-epochs",
@@ -97,7 +99,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MODEL=EPOCHS",
         help="epochs of single trained models, e.g. GANomaly=5 (its rows then say so)",
     )
-    parser.add_argument("--latent-weight", type=float, default=0.001, help="latent_weight of DAAD+ (> 0)")
+    parser.add_argument(
+        "--latent-weight",
+        type=float,
+        default=DAAD_PLUS_LATENT_WEIGHT,
+        help=f"latent_weight of DAAD+, in (0, 1] (default {DAAD_PLUS_LATENT_WEIGHT}, the model's own)",
+    )
     parser.add_argument(
         "--backbone-weights",
         nargs="+",
@@ -124,8 +131,8 @@ def main(argv: Sequence[str] = ()) -> int:
         models = resolve_models(args.models)
         backbone_weights = _backbone_weights(args.backbone_weights)
         model_epochs = _model_epochs(args.model_epochs)
-        if args.latent_weight <= 0:
-            parser.error("--latent-weight must be > 0 (DAAD+ with weight 0 is DAAD).")
+        if not 0 < args.latent_weight <= 1:
+            parser.error("--latent-weight must be in (0, 1] (DAAD+ with weight 0 is DAAD).")
         if not 0 < args.patchcore_coreset_ratio <= 1:
             parser.error("--patchcore-coreset-ratio must be in (0, 1].")
         if args.max_epochs is not None and args.max_epochs < 1:

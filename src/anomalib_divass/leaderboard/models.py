@@ -1,9 +1,13 @@
 """The leaderboard's contestants: how each model is built, and the settings they share.
 
 Every contestant is an anomalib model built with the same evaluator (see ``measure``) and no
-visualizer. DivideAssemble's variants take their arguments from the shipped config
-(``configs/divide_assemble.yaml``); PaDiM and PatchCore run on untrained backbones unless a local
-weights file is given for their backbone, because ImageNet weights cannot be downloaded offline.
+visualizer. DivideAssemble's variants take their arguments, epochs, batch sizes and seed from a config,
+by default the one shipped in the package (``anomalib_divass/configs/divide_assemble.yaml``, what
+``anomalib-divass config`` prints); each is one ``variant`` of the model: DAAD, DAAD+ (the DAAD network
+scored with the latent error too, weight ``DAAD_PLUS_LATENT_WEIGHT`` by default) and AE (the paper's
+vanilla autoencoder, variant ``AE+Skip``: the same network without memories). PaDiM and PatchCore
+run on untrained backbones unless a local weights file is given for their backbone, because ImageNet
+weights cannot be downloaded offline.
 
 Example:
     >>> [spec.name for spec in MODELS.values()]
@@ -15,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +27,9 @@ from typing import Any
 
 import yaml
 from anomalib.models import AnomalibModule
+
+from ..configs import config_path
+from ..models.divide_assemble.lightning_model import DAAD_PLUS_LATENT_WEIGHT, DEFAULT_MAX_EPOCHS, DivideAssemble
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -35,7 +43,9 @@ __all__ = [
     "resolve_models",
 ]
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[3] / "configs" / "divide_assemble.yaml"
+DEFAULT_CONFIG = config_path()  # the config shipped in the package
+# Arguments every DivideAssemble the leaderboard builds gets from the leaderboard itself.
+LEADERBOARD_ARGUMENTS = {"evaluator", "visualizer"}
 PADIM_BACKBONE = "resnet18"
 PATCHCORE_BACKBONE = "wide_resnet50_2"
 PATCHCORE_CORESET_RATIO = 0.1  # anomalib's default
@@ -55,46 +65,53 @@ class DivideAssembleConfig:
     """What the leaderboard takes from a DivideAssemble config file.
 
     Args:
-        init_args: ``model.init_args`` of the config.
-        max_epochs: ``trainer.max_epochs``.
+        init_args: ``model.init_args`` of the config (the model's own defaults for the others).
+        max_epochs: ``trainer.max_epochs`` (the model's ``DEFAULT_MAX_EPOCHS`` when the config has none).
         train_batch_size: ``data.init_args.train_batch_size``.
         eval_batch_size: ``data.init_args.eval_batch_size``.
         seed: ``seed_everything``.
-        path: The file it was read from (``None``: the model's own defaults).
+        path: The file it was read from (``None``: built in Python, not read).
     """
 
     init_args: dict[str, Any] = field(default_factory=dict)
-    max_epochs: int = 50
+    max_epochs: int = DEFAULT_MAX_EPOCHS
     train_batch_size: int = 8
     eval_batch_size: int = 16
     seed: int = 42
     path: Path | None = None
 
     @classmethod
-    def load(cls, path: Path | None) -> DivideAssembleConfig:
-        """Read a config in the shipped format; ``None`` gives the model's defaults.
+    def load(cls, path: Path | None = None) -> DivideAssembleConfig:
+        """Read a config in the shipped format; ``None`` reads the shipped config (:data:`DEFAULT_CONFIG`).
+
+        Args:
+            path: A config file (``anomalib-divass config`` prints the shipped one to start from).
+
+        Returns:
+            The settings it holds.
 
         Raises:
             FileNotFoundError: If ``path`` does not exist.
-            ValueError: If it is not a DivideAssemble config.
+            ValueError: If it is not a DivideAssemble config, or names arguments DivideAssemble does not take.
         """
-        if path is None:
-            return cls()
+        path = DEFAULT_CONFIG if path is None else Path(path)
         if not path.is_file():
             msg = (
-                f"DivideAssemble config '{path}' does not exist; "
-                "pass --daad-config with the shipped configs/divide_assemble.yaml."
+                f"DivideAssemble config '{path}' does not exist; pass --daad-config an existing file, or leave it "
+                "out for the shipped config (`anomalib-divass config > divide_assemble.yaml` writes a copy to edit)."
             )
             raise FileNotFoundError(msg)
-        config = yaml.safe_load(path.read_text()) or {}
-        model = config.get("model", {})
+        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        model = config.get("model") or {}
         if "DivideAssemble" not in str(model.get("class_path", "")):
             msg = f"'{path}' is not a DivideAssemble config (model.class_path is {model.get('class_path')!r})."
             raise ValueError(msg)
-        data = config.get("data", {}).get("init_args", {})
+        init_args = dict(model.get("init_args") or {})
+        _check_model_arguments(init_args, path)
+        data = (config.get("data") or {}).get("init_args") or {}
         return cls(
-            init_args=dict(model.get("init_args", {})),
-            max_epochs=int(config.get("trainer", {}).get("max_epochs", cls.max_epochs)),
+            init_args=init_args,
+            max_epochs=int((config.get("trainer") or {}).get("max_epochs") or cls.max_epochs),
             train_batch_size=int(data.get("train_batch_size", cls.train_batch_size)),
             eval_batch_size=int(data.get("eval_batch_size", cls.eval_batch_size)),
             seed=int(config.get("seed_everything", cls.seed)),
@@ -107,19 +124,20 @@ class LeaderboardSettings:
     """Settings shared by every pair of a run.
 
     Args:
-        daad: The DivideAssemble config.
+        daad: The DivideAssemble config (default: the shipped one).
         max_epochs: Training epochs of every trained model; ``None`` uses the config's.
         model_epochs: Training epochs of single models, overriding ``max_epochs``.
-        latent_weight: ``latent_weight`` of DAAD+ (the DAAD network re-scored).
+        latent_weight: ``latent_weight`` of DAAD+ (the DAAD network re-scored; default: the model's
+            ``DAAD_PLUS_LATENT_WEIGHT``).
         backbone_weights: Local weights file per timm backbone name.
         patchcore_coreset_ratio: PatchCore's coreset sampling ratio.
         num_workers: Data-loading workers.
     """
 
-    daad: DivideAssembleConfig = field(default_factory=DivideAssembleConfig)
+    daad: DivideAssembleConfig = field(default_factory=DivideAssembleConfig.load)
     max_epochs: int | None = None
     model_epochs: dict[str, int] = field(default_factory=dict)
-    latent_weight: float = 0.001
+    latent_weight: float = DAAD_PLUS_LATENT_WEIGHT
     backbone_weights: dict[str, Path] = field(default_factory=dict)
     patchcore_coreset_ratio: float = PATCHCORE_CORESET_RATIO
     num_workers: int = 0
@@ -160,7 +178,7 @@ class ModelSpec:
                 settings.daad.train_batch_size if self.name in {"DAAD", "DAAD+", "AE"} else OTHER_TRAIN_BATCH_SIZE
             )
         if self.name in {"DAAD", "DAAD+", "AE"}:
-            described["config"] = str(settings.daad.path) if settings.daad.path else "model defaults"
+            described["config"] = _config_name(settings.daad.path)
         if self.name == "DAAD+":
             described["latent_weight"] = settings.latent_weight
         if self.backbone is not None:
@@ -172,11 +190,34 @@ class ModelSpec:
         return described
 
 
+def _config_name(path: Path | None) -> str:
+    """How a DivideAssemble config is named in the results: ``shipped`` for the package's own."""
+    if path is None:
+        return "model defaults"
+    return "shipped" if path.resolve() == DEFAULT_CONFIG.resolve() else str(path)
+
+
+def _check_model_arguments(init_args: dict[str, Any], path: Path) -> None:
+    """Refuse ``model.init_args`` that DivideAssemble does not take, naming them and the ones it takes.
+
+    Raises:
+        ValueError: For unknown arguments (e.g. ``similarity`` or ``discriminator_lr`` of older configs).
+    """
+    known = set(inspect.signature(DivideAssemble).parameters) - LEADERBOARD_ARGUMENTS
+    unknown = sorted(set(init_args) - known)
+    if unknown:
+        msg = (
+            f"'{path}' gives DivideAssemble arguments it does not take: {', '.join(unknown)}. "
+            f"Its arguments: {', '.join(sorted(known))} (`anomalib-divass config` prints the shipped config)."
+        )
+        raise ValueError(msg)
+
+
 def _divide_assemble(**overrides: Any) -> Callable[[LeaderboardSettings, Any], AnomalibModule]:  # noqa: ANN401
     def build(settings: LeaderboardSettings, evaluator: Any) -> AnomalibModule:  # noqa: ANN401
-        from ..models import DivideAssemble  # noqa: PLC0415
-
         arguments = {**settings.daad.init_args, **overrides}
+        if arguments.get("variant") == "DAAD+":
+            arguments["latent_weight"] = settings.latent_weight
         return DivideAssemble(**arguments, evaluator=evaluator, visualizer=False)
 
     return build
@@ -238,14 +279,16 @@ def _ganomaly(settings: LeaderboardSettings, evaluator: Any) -> AnomalibModule: 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
-        ModelSpec("DAAD", "DivideAssemble, block memories, reconstruction error", _divide_assemble(latent_weight=0.0)),
+        ModelSpec("DAAD", "DivideAssemble, block memories, reconstruction error", _divide_assemble(variant="DAAD")),
         ModelSpec(
             "DAAD+",
             "the DAAD network re-scored with the discriminator's latent error",
-            _divide_assemble(),
+            _divide_assemble(variant="DAAD+"),
             rescores="DAAD",
         ),
-        ModelSpec("AE", "vanilla autoencoder: DivideAssemble, use_memory false", _divide_assemble(use_memory=False)),
+        ModelSpec(
+            "AE", "vanilla autoencoder: DivideAssemble variant AE+Skip, no memory", _divide_assemble(variant="AE+Skip")
+        ),
         ModelSpec("PaDiM", "anomalib Padim", _padim, trained=False, backbone=PADIM_BACKBONE),
         ModelSpec("PatchCore", "anomalib Patchcore", _patchcore, trained=False, backbone=PATCHCORE_BACKBONE),
         ModelSpec("GANomaly", "anomalib Ganomaly (adversarial, from scratch)", _ganomaly),

@@ -307,9 +307,15 @@ def _rescore(
         msg = f"{name} re-scores the trained {spec.rescores} network; {spec.rescores} on {category.name} did not finish"
         raise RuntimeError(msg)
     evaluator, roc = leaderboard_evaluator()
-    model = DivideAssemble.load_from_checkpoint(
-        checkpoint, latent_weight=settings.latent_weight, evaluator=evaluator, visualizer=False
-    )
+    # The trained network, every setting of its checkpoint kept, scored as DAAD+ (the variants share their weights).
+    stored = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    stored.setdefault("hyper_parameters", {}).update(variant="DAAD+", latent_weight=settings.latent_weight)
+    rescored = checkpoint.with_name(f".{name}.rescored.ckpt")
+    torch.save(stored, rescored)
+    try:
+        model = DivideAssemble.load_from_checkpoint(rescored, evaluator=evaluator, visualizer=False)
+    finally:
+        rescored.unlink(missing_ok=True)
     timer = InferenceTimer()
     engine = _engine(store, name, category, [timer], None)
     datamodule = _datamodule(name, category, settings)

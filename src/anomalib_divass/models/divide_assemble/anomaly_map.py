@@ -70,6 +70,7 @@ class Normalization(str, Enum):
     NONE = "none"
     GLOBAL = "global"
     PIXEL = "pixel"
+    AUTO = "auto"
 
 
 def squared_error(images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
@@ -393,6 +394,11 @@ class AnomalyMapGenerator(nn.Module):
     def needs_statistics(self) -> bool:
         """Whether held-out normal images are needed: to normalise the map, or to choose the ``"auto"`` measure."""
         return self.normalization is not Normalization.NONE or self.measure is ErrorMeasure.AUTO
+
+    @property
+    def chooses(self) -> bool:
+        """Whether the measure or the normalisation is chosen automatically (see :mod:`.map_choice`)."""
+        return self.normalization is Normalization.AUTO or self.measure is ErrorMeasure.AUTO
 
     def reconstruction_error(self, images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
         """The smoothed reconstruction error maps ``(B, M, H, W)`` of the ``M`` measures, before normalisation."""

@@ -21,14 +21,14 @@ from pathlib import Path
 
 import torch
 
-from .anomaly_map import ErrorMeasure, NormalStatistics
-from .map_choice import MeasureChoice, measure_criteria
+from .anomaly_map import Normalization, NormalStatistics
+from .map_choice import MapChoice, candidate_criteria, map_candidates
 from .torch_model import DivideAssembleModel
 
 __all__ = ["HELDOUT_MODULUS", "KEPT_IMAGES", "NormalStatisticsCollector", "heldout_mask"]
 
 HELDOUT_MODULUS = 5  # one training image in five is held out
-KEPT_IMAGES = 64  # held-out images kept per epoch (and process) to choose the "auto" error measure
+KEPT_IMAGES = 64  # held-out images kept per epoch (and process) for the automatic choice of the map
 
 
 def heldout_mask(image_paths: Sequence[str] | None, batch_size: int | None = None) -> torch.Tensor:
@@ -84,7 +84,7 @@ class NormalStatisticsCollector:
         """Start a new epoch's statistics."""
         self.statistics = {"normal": NormalStatistics(), "latent": NormalStatistics()}
         self.images: list[torch.Tensor] = []  # kept for the "auto" measure choice
-        self.choice: MeasureChoice | None = None
+        self.choice: MapChoice | None = None
 
     @torch.no_grad()
     def add(self, images: torch.Tensor) -> None:
@@ -93,7 +93,7 @@ class NormalStatisticsCollector:
         self.device = images.device
         if images.shape[0] == 0:
             return
-        if self.model.anomaly_map.measure is ErrorMeasure.AUTO:
+        if self.model.anomaly_map.chooses:
             room = KEPT_IMAGES - sum(len(kept) for kept in self.images)
             self.images.extend([images[:room].detach().cpu()] if room > 0 else [])
         training = self.model.training
@@ -109,26 +109,24 @@ class NormalStatisticsCollector:
             self.model.train(training)
 
     @torch.no_grad()
-    def _choose_measure(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None) -> MeasureChoice | None:
-        """With the ``"auto"`` measure: choose it on synthetic defects pasted on the kept held-out images."""
+    def _choose_map(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None) -> MapChoice:
+        """Judge every candidate map on the kept held-out images (summed over processes) and pick the best."""
         generator = self.model.anomaly_map
-        if generator.measure is not ErrorMeasure.AUTO:
-            return None
+        candidates = map_candidates(generator.measure, generator.normalization)
         kept = torch.cat(self.images) if self.images else torch.zeros(0)
         training = self.model.training
         self.model.eval()
         try:
-            if len(kept) >= 2:
-                criteria = measure_criteria(generator, lambda x: self.model.autoencoder(x).image, kept.to(self.device))
+            if len(kept) >= 4:
+                reconstruct = lambda images: self.model.autoencoder(images).image  # noqa: E731
+                criteria = candidate_criteria(generator, reconstruct, kept.to(self.device), candidates)
             else:  # too few here: this process does not vote
-                criteria = torch.zeros(len(generator.measures))
+                criteria = torch.zeros(len(candidates))
         finally:
             self.model.train(training)
         if reduce is not None:
             criteria = reduce(criteria.to(self.device)).cpu()
-        choice = MeasureChoice(criteria, tuple(measure.value for measure in generator.measures))
-        generator.set_measure_weights(choice.weights)
-        return choice
+        return MapChoice(candidates, criteria)
 
     def finish(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> int:
         """Store the statistics in the anomaly map's buffers and start anew.
@@ -143,18 +141,22 @@ class NormalStatisticsCollector:
         """
         if self.size is None:
             return 0
+        generator = self.model.anomaly_map
         count = 0
         for name, statistics in self.statistics.items():
-            shape = (len(self.model.anomaly_map.measures) if name == "normal" else 1, *self.size)
+            shape = (len(generator.measures) if name == "normal" else 1, *self.size)
             totals = statistics.totals(shape).to(self.device)
             if reduce is not None:
                 totals = reduce(totals)
             statistics.load_totals(totals, shape)
             count = len(statistics)
-            if count >= 2:
-                mean, spread = statistics.result(self.model.anomaly_map.normalization)
-                self.model.anomaly_map.set_statistics(name, mean, spread)
-        choice = self._choose_measure(reduce) if count >= 2 else None
+        choice = self._choose_map(reduce) if count >= 2 and generator.chooses else None
+        if choice is not None:
+            generator.set_measure_weights(torch.tensor(choice.best.weights))
+        normalization = choice.best.normalization if choice is not None else generator.normalization
+        if count >= 2 and normalization is not Normalization.NONE:
+            for name, statistics in self.statistics.items():
+                generator.set_statistics(name, *statistics.result(normalization))
         self.reset()
         self.choice = choice
         self.size = None

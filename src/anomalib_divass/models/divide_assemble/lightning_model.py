@@ -113,11 +113,12 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
             ``[0, 1]`` (``(1 - w) * reconstruction error + w * latent error``, each on its normal scale
             when ``normalization`` is not ``"none"``).
         error_measure: How the image and its reconstruction are compared: ``"l2"``, ``"ssim"`` or
-            ``"msgms"`` (see :mod:`.anomaly_map`), or ``"auto"``: each epoch the one that best finds
-            synthetic defects on held-out normal images (see :mod:`.map_choice`).
+            ``"msgms"`` (see :mod:`.anomaly_map`), or ``"auto"``: each epoch the one (or their equal mix)
+            that best finds synthetic defects on held-out normal images (see :mod:`.map_choice`).
         normalization: Statistics of held-out normal training images that put the map on a normal
             scale: ``"none"``, ``"global"`` (one mean and spread) or ``"pixel"`` (per pixel; aligned
-            products). A fifth of the training images (chosen by file name) is then held out of training.
+            products), or ``"auto"`` (chosen like ``error_measure="auto"``). A fifth of the training
+            images (chosen by file name) is then held out of training.
         corruption: Training inputs corrupted on half of the images (``"perlin"`` noise blotches or
             ``"cutpaste"`` rectangles, see :mod:`.corruption`); the target stays the clean image, so the
             network learns to replace what does not belong. ``"none"``: plain reconstruction.
@@ -158,7 +159,7 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
         temperature: float = 0.05,
         latent_weight: float = DAAD_PLUS_LATENT_WEIGHT,
         error_measure: Literal["l2", "ssim", "msgms", "auto"] = "l2",
-        normalization: Literal["none", "global", "pixel"] = "none",
+        normalization: Literal["none", "global", "pixel", "auto"] = "none",
         corruption: Literal["none", "perlin", "cutpaste"] = "none",
         sigma: float = 4.0,
         score_top_fraction: float = 0.01,

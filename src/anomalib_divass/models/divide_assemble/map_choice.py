@@ -1,29 +1,33 @@
-"""Choose the error measure of the anomaly map per product, without anomaly labels.
+"""Choose the anomaly map per product, without anomaly labels: measure, normalisation and their mix.
 
-With ``error_measure="auto"`` the map computes every measure (l2, ssim, msgms), each on the normal
-scale of the held-out images, and mixes them with ``measure_weights``. After each training epoch those
-weights become a one-hot choice: synthetic defects of four kinds (:mod:`.synthetic`) are pasted on the
-held-out normal images, and the measure whose map separates them best wins, judged by the mean of its
-pixel AUROC (defect pixels against all others) and image AUROC (defective copies against the clean
-images). A structural measure wins on aligned objects with broken edges, a plain squared error on
-textures whose fine structure never rebuilds well; the choice is logged and kept with the checkpoint.
+With ``error_measure="auto"`` the map computes every measure (l2, ssim, msgms) and mixes them with
+``measure_weights``; with ``normalization="auto"`` its normal statistics are either one mean and spread
+per measure (``"global"``) or one per pixel (``"pixel"``). After each training epoch the candidates
+(each measure alone and their equal mix, under each normalisation) are judged on the held-out normal
+images: half of them give the candidate's normal statistics, the other half receive synthetic defects
+of four kinds (:mod:`.synthetic`), and a candidate scores the mean of its pixel AUROC (defect pixels
+against all others) and image AUROC (defective copies against their clean originals). The best one is
+stored in the buffers (weights and statistics), logged and kept with the checkpoint.
 
 Example:
     >>> auroc(torch.tensor([0.1, 0.4, 0.35, 0.8]), torch.tensor([0, 0, 1, 1]))
     0.75
+    >>> [candidate.name for candidate in map_candidates(ErrorMeasure.AUTO, Normalization.GLOBAL)]
+    ['l2/global', 'ssim/global', 'msgms/global', 'mix/global']
 
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 
-from .anomaly_map import AnomalyMapGenerator
+from .anomaly_map import MEASURES, AnomalyMapGenerator, ErrorMeasure, Normalization, NormalStatistics
 from .synthetic import synthetic_defects
 
-__all__ = ["MeasureChoice", "auroc", "measure_criteria"]
+__all__ = ["MapCandidate", "MapChoice", "auroc", "candidate_criteria", "map_candidates"]
 
 
 def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
@@ -51,68 +55,117 @@ def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
-class MeasureChoice:
-    """The outcome of :func:`choose_measure`.
+class MapCandidate(NamedTuple):
+    """One anomaly map the automatic choice may pick.
 
-    Args:
-        criteria: Per measure, the mean of synthetic pixel and image AUROC ``(M,)``.
-        names: The measures' names.
+    Attributes:
+        normalization: The statistics it uses (``"global"``, ``"pixel"`` or ``"none"``).
+        weights: Weights of the generator's measures (one-hot: one measure; equal: their mix).
+        name: ``"<measure or mix>/<normalization>"``.
+
     """
 
-    def __init__(self, criteria: torch.Tensor, names: tuple[str, ...]) -> None:
-        self.criteria = criteria
-        self.names = names
+    normalization: Normalization
+    weights: tuple[float, ...]
+    name: str
+
+
+def map_candidates(measure: ErrorMeasure, normalization: Normalization) -> list[MapCandidate]:
+    """The candidates for a generator's ``measure`` and ``normalization`` (each may be ``"auto"``).
+
+    Args:
+        measure: The generator's error measure.
+        normalization: The generator's normalisation.
+
+    Returns:
+        Candidates, in a fixed order (the same in every process).
+
+    """
+    normalizations = (
+        [Normalization.GLOBAL, Normalization.PIXEL] if normalization is Normalization.AUTO else [normalization]
+    )
+    if measure is ErrorMeasure.AUTO:
+        count = len(MEASURES)
+        mixes = [
+            *[(tuple(float(i == j) for j in range(count)), kind.value) for i, kind in enumerate(MEASURES)],
+            (tuple(1.0 / count for _ in range(count)), "mix"),
+        ]
+    else:
+        mixes = [((1.0,), measure.value)]
+    return [
+        MapCandidate(norm, weights, f"{label}/{norm.value}") for norm in normalizations for weights, label in mixes
+    ]
+
+
+class MapChoice(NamedTuple):
+    """The outcome of the automatic choice.
+
+    Attributes:
+        candidates: Every candidate judged.
+        criteria: Their criteria (mean of synthetic pixel and image AUROC) ``(K,)``.
+
+    """
+
+    candidates: Sequence[MapCandidate]
+    criteria: torch.Tensor
 
     @property
-    def index(self) -> int:
-        """Index of the chosen measure."""
-        return int(self.criteria.argmax())
-
-    @property
-    def weights(self) -> torch.Tensor:
-        """One-hot ``measure_weights`` ``(M,)``."""
-        weights = torch.zeros(len(self.names))
-        weights[self.index] = 1.0
-        return weights
+    def best(self) -> MapCandidate:
+        """The chosen candidate."""
+        return self.candidates[int(self.criteria.argmax())]
 
     @property
     def reason(self) -> str:
         """One sentence for the log and the checkpoint."""
-        values = self.criteria.tolist()
-        ranking = ", ".join(f"{name} {value:.3f}" for name, value in zip(self.names, values, strict=True))
+        ranking = ", ".join(
+            f"{candidate.name} {value:.3f}"
+            for candidate, value in zip(self.candidates, self.criteria.tolist(), strict=True)
+        )
         return (
-            f"error measure '{self.names[self.index]}' separates synthetic defects on held-out normal images best "
+            f"anomaly map '{self.best.name}' separates synthetic defects on held-out normal images best "
             f"(mean of pixel and image AUROC: {ranking})."
         )
 
 
 @torch.no_grad()
-def measure_criteria(
+def candidate_criteria(
     generator: AnomalyMapGenerator,
     reconstruct: Callable[[torch.Tensor], torch.Tensor],
     images: torch.Tensor,
+    candidates: Sequence[MapCandidate],
     seed: int = 0,
 ) -> torch.Tensor:
-    """Per measure, the mean of pixel and image AUROC on synthetic defects pasted on ``images``.
+    """Judge every candidate on held-out normal images: statistics from one half, synthetic defects on the other.
 
     Args:
-        generator: The anomaly map (its normal statistics already set).
-        reconstruct: Images ``(B, C, H, W)`` to reconstructions.
-        images: Held-out normal images ``(B, C, H, W)``, at least 2.
+        generator: The anomaly map (its measures; its buffers are not changed).
+        reconstruct: Images ``(B, C, H, W)`` to reconstructions (eval mode).
+        images: Held-out normal images ``(B, C, H, W)``, at least 4.
+        candidates: From :func:`map_candidates`.
         seed: Seed of the synthetic defects.
 
     Returns:
-        Criteria ``(M,)``.
+        Criteria ``(K,)``, each the mean of the candidate's pixel and image AUROC.
 
     """
-    defective, masks = synthetic_defects(images.cpu(), seed=seed)
-    defective = defective.to(images)
-    clean_maps = generator.normalize(generator.reconstruction_error(images, reconstruct(images)), "normal")
-    defective_maps = generator.normalize(generator.reconstruction_error(defective, reconstruct(defective)), "normal")
-    image_labels = torch.cat([torch.zeros(len(images)), torch.ones(len(images))])
+    half = len(images) // 2
+    reference, judged = images[:half], images[half:]
+    defective, masks = synthetic_defects(judged.cpu(), seed=seed)
+    reference_maps = generator.reconstruction_error(reference, reconstruct(reference))
+    clean_maps = generator.reconstruction_error(judged, reconstruct(judged))
+    defective_maps = generator.reconstruction_error(defective.to(images), reconstruct(defective.to(images)))
+    statistics = NormalStatistics()
+    statistics.update(reference_maps)
+    image_labels = torch.cat([torch.zeros(len(judged)), torch.ones(len(judged))])
     criteria = []
-    for index in range(clean_maps.shape[1]):
-        clean, broken = clean_maps[:, index : index + 1], defective_maps[:, index : index + 1]
+    for candidate in candidates:
+        if candidate.normalization is Normalization.NONE:
+            mean, spread = torch.zeros(()), torch.ones(())
+        else:
+            mean, spread = (value.to(images) for value in statistics.result(candidate.normalization))
+        weights = torch.tensor(candidate.weights, device=images.device).reshape(1, -1, 1, 1)
+        clean = (((clean_maps - mean) / spread) * weights).sum(dim=1, keepdim=True)
+        broken = (((defective_maps - mean) / spread) * weights).sum(dim=1, keepdim=True)
         pixel = auroc(broken.cpu(), masks)
         image = auroc(torch.cat([generator.score(clean), generator.score(broken)]).cpu(), image_labels)
         criteria.append((pixel + image) / 2)
