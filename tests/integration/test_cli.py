@@ -145,7 +145,9 @@ def test_console_script_accepts_every_subcommand(subcommand: str, tmp_path: Path
 
 
 def test_shipped_config_parses(tmp_path: Path) -> None:
-    config = Path(__file__).parents[2] / "configs" / "divide_assemble.yaml"
+    from anomalib_divass.configs import config_path
+
+    config = config_path()
     process = anomalib("train", "--config", str(config), "--print_config", cwd=tmp_path, command="anomalib-divass")
     assert process.returncode == 0, process.stderr[-2000:]
     assert "class_path: anomalib_divass.DivideAssemble" in process.stdout

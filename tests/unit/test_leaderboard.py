@@ -24,7 +24,8 @@ from anomalib_divass.leaderboard.runner import PairResult, ResultStore, check_ca
 
 
 def test_unknown_model_lists_known_ones(tiny_root: Path, capsys: pytest.CaptureFixture) -> None:
-    with pytest.raises(UnknownModelError, match="Known models: DAAD, DAAD\\+, AE, PaDiM, PatchCore, GANomaly"):
+    known = r"Known models: DAAD, DAAD\+, AE, MemAE, AE\+Skip, PaDiM, PatchCore, GANomaly, Draem"
+    with pytest.raises(UnknownModelError, match=known):
         resolve_models(["DAAD", "Fastflow"])
     assert main(["--root", str(tiny_root), "--categories", "washer", "--models", "Fastflow"]) == 2
     assert "Unknown model 'Fastflow'" in capsys.readouterr().err
@@ -218,3 +219,20 @@ def test_daad_config_with_arguments_the_model_does_not_take_is_refused(tmp_path:
     config = DivideAssembleConfig.load(new)
     assert config.init_args == {"lr": 0.002}
     assert MODELS["DAAD"].settings_of(LeaderboardSettings(daad=config))["config"] == str(new)
+
+
+def test_the_papers_five_models_and_offline_draem_are_contestants(monkeypatch: pytest.MonkeyPatch) -> None:
+    from anomalib_divass.leaderboard.models import MODELS, LeaderboardSettings, build_model
+
+    assert {"AE", "MemAE", "AE+Skip", "DAAD", "DAAD+", "Draem"} <= set(MODELS)
+    settings = LeaderboardSettings()
+    for name, variant in {"AE": "AE", "MemAE": "MemAE", "AE+Skip": "AE+Skip", "DAAD": "DAAD"}.items():
+        assert build_model(name, settings, False).hparams["variant"] == variant
+
+    def no_download(*args: object, **kwargs: object) -> None:
+        msg = "Draem tried to download its texture dataset"
+        raise AssertionError(msg)
+
+    monkeypatch.setattr("anomalib.models.image.draem.lightning_model.download_and_extract", no_download)
+    draem = build_model("Draem", settings, False)
+    assert draem.augmenter.anomaly_source_paths == []  # Perlin noise only

@@ -52,7 +52,8 @@ def test_train_and_eval_outputs() -> None:
 def test_decoder_sees_no_raw_encoder_feature() -> None:
     """With every memory replaced by a constant, the reconstruction ignores the input."""
     model = small_model().eval()
-    model.autoencoder.memories = torch.nn.ModuleDict({str(i): ConstantMemory() for i in range(len(SMALL["granularity"]))})
+    scales = range(len(SMALL["granularity"]))
+    model.autoencoder.memories = torch.nn.ModuleDict({str(i): ConstantMemory() for i in scales})
     first = model.autoencoder(torch.rand(2, 3, 32, 32)).image
     second = model.autoencoder(torch.rand(2, 3, 32, 32) * 5).image
     assert torch.allclose(first, second)

@@ -150,3 +150,22 @@ def test_normalised_training_holds_out_images_and_fills_the_buffers() -> None:
 def test_bad_choices_are_named(name: str, value: object, fragment: str) -> None:
     with pytest.raises(ValueError, match=fragment):
         DivideAssemble(**{**SMALL, name: value})
+
+
+def test_a_daad_checkpoint_loads_as_daad_plus_but_not_as_another_network(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from anomalib_divass.models.divide_assemble.lightning_model import CheckpointMismatchError
+
+    model = DivideAssemble(variant="DAAD", **SMALL)
+    trainer = _trainer(1)
+    trainer.fit(model, _loader(torch.rand(4, 3, 32, 32)))
+    path = Path(str(tmp_path)) / "daad.ckpt"
+    trainer.save_checkpoint(path)
+    plus = DivideAssemble.load_from_checkpoint(path, variant="DAAD+")
+    assert plus.hparams["variant"] == "DAAD+"
+    assert plus.model.anomaly_map.latent_weight > 0
+    checkpoint = torch.load(path, weights_only=False)
+    DivideAssemble(variant="DAAD+", **SMALL).on_load_checkpoint(checkpoint)  # the same network: accepted
+    with pytest.raises(CheckpointMismatchError, match="variant: checkpoint DAAD"):  # as `anomalib test` would
+        DivideAssemble(variant="AE+Skip", **SMALL).on_load_checkpoint(checkpoint)

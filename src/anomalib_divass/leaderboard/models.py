@@ -160,6 +160,7 @@ class ModelSpec:
         trained: Whether it trains for ``epochs`` (PaDiM and PatchCore fit in one pass).
         rescores: Name of the model whose trained network it re-scores instead of training.
         backbone: timm backbone name, for models that use a pre-trained backbone.
+        ours: Whether it is a DivideAssemble variant (it then takes the DivideAssemble config's settings).
     """
 
     name: str
@@ -168,16 +169,15 @@ class ModelSpec:
     trained: bool = True
     rescores: str | None = None
     backbone: str | None = None
+    ours: bool = False
 
     def settings_of(self, settings: LeaderboardSettings) -> dict[str, Any]:
         """The settings that define this model's result (stored with it, shown in the table)."""
         described: dict[str, Any] = {}
         if self.trained:
             described["epochs"] = settings.epochs(self.rescores or self.name)
-            described["train_batch_size"] = (
-                settings.daad.train_batch_size if self.name in {"DAAD", "DAAD+", "AE"} else OTHER_TRAIN_BATCH_SIZE
-            )
-        if self.name in {"DAAD", "DAAD+", "AE"}:
+            described["train_batch_size"] = settings.daad.train_batch_size if self.ours else OTHER_TRAIN_BATCH_SIZE
+        if self.ours:
             described["config"] = _config_name(settings.daad.path)
         if self.name == "DAAD+":
             described["latent_weight"] = settings.latent_weight
@@ -269,6 +269,22 @@ def _patchcore(settings: LeaderboardSettings, evaluator: Any) -> AnomalibModule:
     return model
 
 
+def _draem(settings: LeaderboardSettings, evaluator: Any) -> AnomalibModule:  # noqa: ANN401
+    """Anomalib's Draem, offline: an existing empty texture folder leaves it Perlin-noise defects only.
+
+    Draem downloads the DTD texture dataset in ``__init__`` unless ``dtd_dir`` exists; with an empty folder
+    its ``PerlinAnomalyGenerator`` finds no texture images and blends Perlin noise only (read from anomalib
+    2.7's ``models/image/draem`` and ``data/utils/generators/perlin.py``).
+    """
+    del settings
+    import tempfile  # noqa: PLC0415
+
+    from anomalib.models import Draem  # noqa: PLC0415
+
+    empty = Path(tempfile.mkdtemp(prefix="draem_no_textures_"))
+    return Draem(dtd_dir=empty, evaluator=evaluator, visualizer=False)
+
+
 def _ganomaly(settings: LeaderboardSettings, evaluator: Any) -> AnomalibModule:  # noqa: ANN401
     del settings
     from anomalib.models import Ganomaly  # noqa: PLC0415
@@ -279,19 +295,36 @@ def _ganomaly(settings: LeaderboardSettings, evaluator: Any) -> AnomalibModule: 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
-        ModelSpec("DAAD", "DivideAssemble, block memories, reconstruction error", _divide_assemble(variant="DAAD")),
+        ModelSpec(
+            "DAAD",
+            "DivideAssemble: block memories on every skip connection",
+            _divide_assemble(variant="DAAD"),
+            ours=True,
+        ),
         ModelSpec(
             "DAAD+",
             "the DAAD network re-scored with the discriminator's latent error",
             _divide_assemble(variant="DAAD+"),
             rescores="DAAD",
+            ours=True,
+        ),
+        ModelSpec("AE", "the paper's AE: no skip connections, no memory", _divide_assemble(variant="AE"), ours=True),
+        ModelSpec(
+            "MemAE",
+            "the paper's MemAE: no skip connections, pixel-wise memory on the bottleneck",
+            _divide_assemble(variant="MemAE"),
+            ours=True,
         ),
         ModelSpec(
-            "AE", "vanilla autoencoder: DivideAssemble variant AE+Skip, no memory", _divide_assemble(variant="AE+Skip")
+            "AE+Skip",
+            "the paper's AE+Skip: skip connections, no memory",
+            _divide_assemble(variant="AE+Skip"),
+            ours=True,
         ),
         ModelSpec("PaDiM", "anomalib Padim", _padim, trained=False, backbone=PADIM_BACKBONE),
         ModelSpec("PatchCore", "anomalib Patchcore", _patchcore, trained=False, backbone=PATCHCORE_BACKBONE),
         ModelSpec("GANomaly", "anomalib Ganomaly (adversarial, from scratch)", _ganomaly),
+        ModelSpec("Draem", "anomalib Draem, offline: Perlin-noise defects only (no DTD textures)", _draem),
     )
 }
 

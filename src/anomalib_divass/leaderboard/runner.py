@@ -247,7 +247,7 @@ def _training_resume(
         "model": name,
         "category": str(category.folder.resolve()),
         "settings": MODELS[name].settings_of(settings),
-        "model_arguments": settings.daad.init_args if name in {"DAAD", "DAAD+", "AE"} else {},
+        "model_arguments": settings.daad.init_args if MODELS[name].ours else {},
         "seed": settings.daad.seed,
     }
     return TrainingResume(store.resume_stem(name, category.name), fingerprint)
@@ -308,14 +308,9 @@ def _rescore(
         raise RuntimeError(msg)
     evaluator, roc = leaderboard_evaluator()
     # The trained network, every setting of its checkpoint kept, scored as DAAD+ (the variants share their weights).
-    stored = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    stored.setdefault("hyper_parameters", {}).update(variant="DAAD+", latent_weight=settings.latent_weight)
-    rescored = checkpoint.with_name(f".{name}.rescored.ckpt")
-    torch.save(stored, rescored)
-    try:
-        model = DivideAssemble.load_from_checkpoint(rescored, evaluator=evaluator, visualizer=False)
-    finally:
-        rescored.unlink(missing_ok=True)
+    model = DivideAssemble.load_from_checkpoint(
+        checkpoint, variant="DAAD+", latent_weight=settings.latent_weight, evaluator=evaluator, visualizer=False
+    )
     timer = InferenceTimer()
     engine = _engine(store, name, category, [timer], None)
     datamodule = _datamodule(name, category, settings)

@@ -537,7 +537,9 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
         self.map_choice = checkpoint.get("map_choice", self.map_choice)
         differences = []
         for name in ARCHITECTURE_ARGUMENTS:
-            if name in saved and name in self.hparams and _plain(saved[name]) != _plain(self.hparams.get(name)):
+            if name in saved and name in self.hparams and _architecture(name, saved[name]) != _architecture(
+                name, self.hparams.get(name)
+            ):
                 differences.append(
                     f"{name}: checkpoint {_plain(saved[name])}, this model {_plain(self.hparams.get(name))}"
                 )
@@ -589,6 +591,13 @@ def _cli_value(value: Any) -> str:  # noqa: ANN401
     if isinstance(value, list | tuple):
         return "[" + ",".join(str(item) for item in value) + "]"
     return str(value)
+
+
+def _architecture(name: str, value: Any) -> Any:  # noqa: ANN401
+    """What an architecture argument builds: variants that share a network (DAAD, DAAD+) compare equal."""
+    if name == "variant" and value in {variant.value for variant in Variant}:
+        return Variant(value).architecture
+    return _plain(value)
 
 
 def _plain(value: Any) -> Any:  # noqa: ANN401
