@@ -40,17 +40,12 @@ def anomalib(*args: str, log: Path) -> tuple[dict[str, float], float]:
 
 def evaluate_plus(checkpoint: Path, weight: float, root: Path, category: str, out: Path) -> tuple[dict, float]:
     """Validate (thresholds, normalisation) and test a DAAD checkpoint as DAAD+ with ``weight``."""
-    import torch
     from anomalib.engine import Engine
 
     from anomalib_divass import DivideAssemble, MVTec
 
     start = time.perf_counter()
-    stored = torch.load(checkpoint, map_location="cpu", weights_only=False)  # the DAAD network, scored as DAAD+
-    stored["hyper_parameters"].update(variant="DAAD+", latent_weight=weight)
-    rescored = out / f"daad_plus_{weight}.ckpt"
-    torch.save(stored, rescored)
-    model = DivideAssemble.load_from_checkpoint(rescored)
+    model = DivideAssemble.load_from_checkpoint(checkpoint, variant="DAAD+", latent_weight=weight)  # DAAD's network
     datamodule = MVTec(root=root, category=category, eval_batch_size=16, num_workers=2)
     engine = Engine(default_root_dir=out / f"plus_{weight}", logger=False)
     engine.validate(model, datamodule=datamodule)
