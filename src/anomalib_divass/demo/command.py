@@ -2,7 +2,8 @@
 
 Generates the demo category (a metal washer with scratches, cracks, stains and notches, in
 MVTec AD layout) if it is not there yet, trains and tests DivideAssemble through anomalib's
-command line, and prints the image and pixel AUROC and where the visualizations are.
+command line, and prints the image and pixel AUROC, where the visualizations are and, last, the
+path of the HTML report of the test images (``anomalib-divass report``).
 
 Example:
     anomalib-divass demo                     # embedded demo data, offline
@@ -83,4 +84,17 @@ def run_demo(argv: Sequence[str] = ()) -> dict[str, float]:
             print(f"  {name:14s} {metrics[name]:.3f}")
     print(f"Visualizations: {images.resolve()}")
     print(f"Checkpoint:     {Path(trainer.checkpoint_callback.best_model_path).resolve()}")
+    _print_report(Path(trainer.default_root_dir))
     return metrics
+
+
+def _print_report(results: Path) -> None:
+    """Write the HTML report of the test run into ``<results>/report`` and print its path (or why not)."""
+    from anomalib_divass.report import read_results, write_report  # noqa: PLC0415
+
+    try:
+        page = write_report(read_results(results), results / "report")
+    except (OSError, ValueError) as error:
+        print(f"Report:         not written ({error})")
+        return
+    print(f"Report:         {page.resolve()}  (open it in a browser: reconstructions, maps, scores)")

@@ -3,15 +3,17 @@
 Every contestant is an anomalib model built with the same evaluator (see ``measure``) and no
 visualizer. DivideAssemble's variants take their arguments, epochs, batch sizes and seed from a config,
 by default the one shipped in the package (``anomalib_divass/configs/divide_assemble.yaml``, what
-``anomalib-divass config`` prints); each is one ``variant`` of the model: DAAD, DAAD+ (the DAAD network
-scored with the latent error too, weight ``DAAD_PLUS_LATENT_WEIGHT`` by default) and AE (the paper's
-vanilla autoencoder, variant ``AE+Skip``: the same network without memories). PaDiM and PatchCore
+``anomalib-divass config`` prints); each is one ``variant`` of the model, named as in the paper's table:
+DAAD, DAAD+ (the DAAD network scored with the latent error too, weight ``DAAD_PLUS_LATENT_WEIGHT`` by
+default), AE (no skip connections, no memory), MemAE (no skip connections, a pixel-wise memory on the
+bottleneck) and AE+Skip (skip connections, no memory). Draem is anomalib's, offline: its texture folder
+is an empty one, so it pastes Perlin-noise defects only. PaDiM and PatchCore
 run on untrained backbones unless a local weights file is given for their backbone, because ImageNet
 weights cannot be downloaded offline.
 
 Example:
     >>> [spec.name for spec in MODELS.values()]
-    ['DAAD', 'DAAD+', 'AE', 'PaDiM', 'PatchCore', 'GANomaly']
+    ['DAAD', 'DAAD+', 'AE', 'MemAE', 'AE+Skip', 'PaDiM', 'PatchCore', 'GANomaly', 'Draem']
     >>> resolve_models(["padim", "daad+"])
     ['PaDiM', 'DAAD', 'DAAD+']
 
