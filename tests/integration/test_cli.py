@@ -198,6 +198,14 @@ def test_demo_command_prints_auroc_and_where_results_are(tiny_root: Path, tmp_pa
     assert re.search(r"pixel_AUROC\s+[01]\.\d{3}", process.stdout)
     (line,) = [line for line in process.stdout.splitlines() if line.startswith("Visualizations:")]
     assert any(Path(line.split(":", 1)[1].strip()).rglob("*.png"))
+    # The report's path comes last, and the report shows every test image's reconstruction.
+    last = process.stdout.strip().splitlines()[-1]
+    assert last.startswith("Report:"), process.stdout[-2000:]
+    page = Path(last.split(":", 1)[1].split("  (")[0].strip())
+    assert page.name == "index.html"
+    text = page.read_text()
+    assert "Reconstructions</th><td>16 of 16" in text
+    assert "Image AUROC" in text
 
 
 def test_predict_on_a_folder_of_images(trained: TrainedRun) -> None:

@@ -283,23 +283,4 @@ def test_browser_screenshot_shows_the_page(report: Path, tmp_path: Path) -> None
     assert (array[:60].mean(axis=2) < 80).mean() > 0.5  # the dark header band
 
 
-# --- the README's demo ---------------------------------------------------------------------------------
-
-
-def test_demo_prints_the_report_path_last_and_the_report_shows_reconstructions(tiny_root: Path, tmp_path: Path) -> None:
-    from cli_helpers import anomalib
-
-    process = anomalib(
-        "demo", "--data.root", str(tiny_root), "--data.category", "washer", "--trainer.max_epochs", "1",
-        "--model.channels", "[8,16]", "--model.granularity", "[2,1]", "--model.num_items", "8",
-        cwd=tmp_path, command="anomalib-divass",
-    )  # fmt: skip
-    assert process.returncode == 0, process.stderr[-3000:]
-    last = process.stdout.strip().splitlines()[-1]
-    assert last.startswith("Report:"), process.stdout[-2000:]
-    page = Path(last.split(":", 1)[1].split("  (")[0].strip())
-    assert page.name == "index.html"
-    assert page.is_file()
-    text = page.read_text()
-    assert "Reconstructions</th><td>16 of 16" in text
-    assert "Image AUROC" in text
+# The README's demo and its report: tests/integration/test_cli.py::test_demo_command_prints_auroc_and_where_results_are
