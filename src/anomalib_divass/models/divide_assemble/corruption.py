@@ -28,7 +28,7 @@ import torch
 from anomalib.data.utils.generators import PerlinAnomalyGenerator
 from torch import nn
 
-__all__ = ["Corruption", "InputCorruption"]
+__all__ = ["Corruption", "InputCorruption", "cut_paste"]
 
 
 class Corruption(str, Enum):
@@ -83,16 +83,38 @@ class InputCorruption(nn.Module):
     def _cut_paste(self, images: torch.Tensor) -> torch.Tensor:
         """Paste a rectangle (1/16 to 1/4 of each side) of a random batch image at a random place."""
         corrupted = images.clone()
-        batch, _, height, width = images.shape
-        chosen = torch.rand(batch) < self.probability
+        chosen = torch.rand(images.shape[0]) < self.probability
         for index in torch.nonzero(chosen).flatten().tolist():
-            h = int(torch.randint(max(1, height // 16), max(2, height // 4), ()))
-            w = int(torch.randint(max(1, width // 16), max(2, width // 4), ()))
-            top, left = int(torch.randint(0, height - h + 1, ())), int(torch.randint(0, width - w + 1, ()))
-            source_top = int(torch.randint(0, height - h + 1, ()))
-            source_left = int(torch.randint(0, width - w + 1, ()))
-            source = int(torch.randint(0, batch, ()))
-            corrupted[index, :, top : top + h, left : left + w] = images[
-                source, :, source_top : source_top + h, source_left : source_left + w
-            ]
+            corrupted[index], _ = cut_paste(images, index, smallest=16, floor=1)
         return corrupted
+
+
+def cut_paste(
+    images: torch.Tensor, index: int, smallest: int, floor: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    """Image ``index`` of a batch with a rectangle of a random batch image pasted at a random place.
+
+    Args:
+        images: Images ``(B, C, H, W)``.
+        index: Which image receives the rectangle.
+        smallest: The rectangle's sides range from ``1 / smallest`` to ``1 / 4`` of the image's.
+        floor: The smallest side in pixels (for tiny images).
+        generator: Random generator (``None``: torch's global one).
+
+    Returns:
+        The new image ``(C, H, W)`` and the rectangle ``(top, left, height, width)``.
+
+    """
+    _, _, height, width = images.shape
+    h = int(torch.randint(max(floor, height // smallest), max(floor + 1, height // 4), (), generator=generator))
+    w = int(torch.randint(max(floor, width // smallest), max(floor + 1, width // 4), (), generator=generator))
+    top = int(torch.randint(0, height - h + 1, (), generator=generator))
+    left = int(torch.randint(0, width - w + 1, (), generator=generator))
+    source_top = int(torch.randint(0, height - h + 1, (), generator=generator))
+    source_left = int(torch.randint(0, width - w + 1, (), generator=generator))
+    source = int(torch.randint(0, images.shape[0], (), generator=generator))
+    image = images[index].clone()
+    image[:, top : top + h, left : left + w] = images[
+        source, :, source_top : source_top + h, source_left : source_left + w
+    ]
+    return image, (top, left, h, w)

@@ -26,6 +26,8 @@ from collections.abc import Sequence
 import torch
 from anomalib.data.utils.generators import PerlinAnomalyGenerator
 
+from .corruption import cut_paste
+
 __all__ = ["DEFECT_KINDS", "synthetic_defects"]
 
 DEFECT_KINDS = ("perlin", "cutpaste", "scratch", "hole")
@@ -71,22 +73,9 @@ def _hole_mask(height: int, width: int, generator: torch.Generator) -> torch.Ten
 
 
 def _cutpaste(images: torch.Tensor, index: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    _, _, height, width = images.shape
-    h = int(torch.randint(max(2, height // 12), max(3, height // 4), (), generator=generator))
-    w = int(torch.randint(max(2, width // 12), max(3, width // 4), (), generator=generator))
-    top = int(torch.randint(0, height - h + 1, (), generator=generator))
-    left = int(torch.randint(0, width - w + 1, (), generator=generator))
-    source_top = int(torch.randint(0, height - h + 1, (), generator=generator))
-    source_left = int(torch.randint(0, width - w + 1, (), generator=generator))
-    source = int(torch.randint(0, images.shape[0], (), generator=generator))
-    image = images[index].clone()
-    image[:, top : top + h, left : left + w] = images[
-        source, :, source_top : source_top + h, source_left : source_left + w
-    ]
-    mask = torch.zeros(height, width, dtype=torch.bool)
-    mask[top : top + h, left : left + w] = (
-        image[:, top : top + h, left : left + w] != images[index, :, top : top + h, left : left + w]
-    ).any(0)
+    image, (top, left, h, w) = cut_paste(images, index, smallest=12, floor=2, generator=generator)
+    mask = torch.zeros(images.shape[-2:], dtype=torch.bool)
+    mask[top : top + h, left : left + w] = (image != images[index])[:, top : top + h, left : left + w].any(0)
     return image, mask
 
 
