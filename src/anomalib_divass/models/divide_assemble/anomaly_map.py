@@ -448,6 +448,7 @@ class AnomalyMapGenerator(nn.Module):
         reconstructions: torch.Tensor,
         latent: torch.Tensor | None = None,
         latent_reconstructed: torch.Tensor | None = None,
+        defects: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Compute the anomaly map at the image resolution.
 
@@ -457,12 +458,17 @@ class AnomalyMapGenerator(nn.Module):
             latent: Discriminator features of the images ``(B, D, h, w)``; needed when
                 ``latent_weight > 0``.
             latent_reconstructed: Discriminator features of the reconstructions ``(B, D, h, w)``.
+            defects: Defect probabilities ``(B, 1, H, W)`` of a :class:`~.segmentation.DefectSegmenter`; when
+                given they replace the reconstruction error (smoothed, not normalised).
 
         Returns:
             Anomaly map ``(B, 1, H, W)``.
 
         """
-        anomaly_map = self.mix(self.normalize(self.reconstruction_error(images, reconstructions), "normal"))
+        if defects is not None:
+            anomaly_map = self.blur(defects)
+        else:
+            anomaly_map = self.mix(self.normalize(self.reconstruction_error(images, reconstructions), "normal"))
         if self.latent_weight > 0:
             if latent is None or latent_reconstructed is None:
                 msg = "latent_weight > 0 needs the discriminator features of images and reconstructions."

@@ -42,8 +42,10 @@ from .discriminator import Discriminator
 from .distributed import share_results_folder, use_sync_batchnorm
 from .export import DeploymentMixin
 from .holdout import NormalStatisticsCollector, heldout_mask
-from .loss import DiscriminatorLoss, GeneratorLoss
+from .loss import DiscriminatorLoss, GeneratorLoss, SegmentationLoss
 from .metrics import DefinedAUROC
+from .segmentation import DefectSegmenter
+from .synthetic import defects_on_some
 from .torch_model import DivideAssembleModel, MemoryAutoencoder, check_input_size
 from .variants import Variant
 from .visualizer import ReconstructionVisualizer, score_with_reconstruction
@@ -74,7 +76,8 @@ DISCRIMINATOR_LR_RATIO = 0.2  # discriminator learning rate / generator learning
 ADAM_BETAS = (0.5, 0.999)
 
 # Arguments that change the shape of the network; a checkpoint must agree on all of them.
-ARCHITECTURE_ARGUMENTS = ("granularity", "channels", "num_items", "variant")
+ARCHITECTURE_ARGUMENTS = ("granularity", "channels", "num_items", "variant", "segmentation")
+SEGMENTER_WIDTH = 16  # first-level channels of the defect segmenter (it works at half the image resolution)
 
 
 def _check_range(
@@ -122,6 +125,10 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
         corruption: Training inputs corrupted on half of the images (``"perlin"`` noise blotches or
             ``"cutpaste"`` rectangles, see :mod:`.corruption`); the target stays the clean image, so the
             network learns to replace what does not belong. ``"none"``: plain reconstruction.
+        segmentation: Train a defect segmenter beside the autoencoder (see :mod:`.segmentation`): half of the
+            training images get a synthetic defect (:mod:`.synthetic`), the autoencoder rebuilds the clean image
+            and the segmenter learns to mark the defect from the image and its reconstruction; its defect
+            probability is then the anomaly map (``error_measure`` and ``normalization`` no longer apply).
         sigma: Gaussian smoothing of the anomaly map, in pixels (0: none).
         score_top_fraction: The image score is the mean of this fraction of the map's highest
             pixels (1.0: the mean of the map; 1 / (H * W): its maximum).
@@ -161,6 +168,7 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
         error_measure: Literal["l2", "ssim", "msgms", "auto"] = "l2",
         normalization: Literal["none", "global", "pixel", "auto"] = "none",
         corruption: Literal["none", "perlin", "cutpaste"] = "none",
+        segmentation: bool = False,
         sigma: float = 4.0,
         score_top_fraction: float = 0.01,
         reconstruction_weight: float = 50.0,
@@ -190,6 +198,7 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
         self.corruption = InputCorruption(corruption)
         self.generator_loss = GeneratorLoss(adversarial_weight, reconstruction_weight, alignment_weight, entropy_weight)
         self.discriminator_loss = DiscriminatorLoss()
+        self.segmentation_loss = SegmentationLoss()
         self.lr = lr
         self.visualize_reconstruction = visualize_reconstruction
         self.automatic_optimization = False
@@ -205,16 +214,17 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
         self.granularity = tuple(granularity)
         if self.input_size is not None:
             check_input_size(self.input_size, self.granularity)
+        autoencoder = MemoryAutoencoder(
+            channels=arguments["channels"],
+            granularity=self.granularity,
+            num_items=arguments["num_items"],
+            shrink_threshold=arguments["shrink_threshold"],
+            temperature=arguments["temperature"],
+            use_memory=architecture.memory,
+            skips=architecture.skips,
+        )
         self.model = DivideAssembleModel(
-            MemoryAutoencoder(
-                channels=arguments["channels"],
-                granularity=self.granularity,
-                num_items=arguments["num_items"],
-                shrink_threshold=arguments["shrink_threshold"],
-                temperature=arguments["temperature"],
-                use_memory=architecture.memory,
-                skips=architecture.skips,
-            ),
+            autoencoder,
             Discriminator(channels=list(arguments["channels"])[:DISCRIMINATOR_SCALES]),
             AnomalyMapGenerator(
                 measure=arguments["error_measure"],
@@ -222,6 +232,11 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
                 latent_weight=arguments["latent_weight"] if variant.scores_latent else 0.0,
                 sigma=arguments["sigma"],
                 top_fraction=arguments["score_top_fraction"],
+            ),
+            (
+                DefectSegmenter(autoencoder.in_channels, width=SEGMENTER_WIDTH)
+                if arguments.get("segmentation")
+                else None
             ),
         )
 
@@ -358,11 +373,16 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
 
     def configure_optimizers(self) -> list[optim.Optimizer]:
         """Adam for the generator (autoencoder and memories), Adam for the discriminator."""
-        generator = optim.Adam(self.model.autoencoder.parameters(), lr=self.lr, betas=ADAM_BETAS)
+        generator = optim.Adam(self._generator_parameters(), lr=self.lr, betas=ADAM_BETAS)
         discriminator = optim.Adam(
             self.model.discriminator.parameters(), lr=self.lr * DISCRIMINATOR_LR_RATIO, betas=ADAM_BETAS
         )
         return [generator, discriminator]
+
+    def _generator_parameters(self) -> list[nn.Parameter]:
+        """The autoencoder's (memories included) and the defect segmenter's parameters: one optimizer."""
+        segmenter = self.model.segmenter
+        return [*self.model.autoencoder.parameters(), *(segmenter.parameters() if segmenter is not None else [])]
 
     def on_fit_start(self) -> None:
         """Replace Lightning's implicit 1000 epochs by ``DEFAULT_MAX_EPOCHS``; refuse ``max_epochs`` 0.
@@ -437,7 +457,11 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
             images = images[~heldout]
             if images.shape[0] == 0:
                 return None
-        reconstruction = self.model(self.corruption(images))  # rebuild the clean images from corrupted copies
+        inputs = self.corruption(images)
+        masks = None
+        if self.model.segmenter is not None:  # half of the images get a synthetic defect to segment
+            inputs, masks = defects_on_some(inputs)
+        reconstruction = self.model(inputs)  # rebuild the clean images from corrupted / defective copies
         real_logits, real_features = self.model.discriminator(images)
         with frozen(self.model.discriminator):  # the generator's gradient stops at the reconstruction
             fake_logits, fake_features = self.model.discriminator(reconstruction.image)
@@ -446,14 +470,20 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
         )
         fake_logits, _ = self.model.discriminator(reconstruction.image.detach())
         discriminator_loss = self.discriminator_loss(real_logits, fake_logits)
+        generator_loss = terms.total
+        if masks is not None:  # the segmenter learns on the reconstruction as it is; it does not shape it
+            segmentation_loss = self.segmentation_loss(
+                self.model.segmenter(inputs, reconstruction.image.detach()), masks
+            )
+            generator_loss = generator_loss + segmentation_loss
 
         # One backward pass for both players. Each parameter gets exactly its own player's gradient, so
         # the update is the same as a generator step followed by a discriminator step (the discriminator's
         # loss only uses its weights before either step), and DDP averages every gradient once per step.
         generator_optimizer.zero_grad()
         discriminator_optimizer.zero_grad()
-        self.manual_backward(terms.total + discriminator_loss)
-        self._check_finite("generator", terms.total, list(self.model.autoencoder.parameters()), batch_idx)
+        self.manual_backward(generator_loss + discriminator_loss)
+        self._check_finite("generator", generator_loss, self._generator_parameters(), batch_idx)
         self._check_finite("discriminator", discriminator_loss, list(self.model.discriminator.parameters()), batch_idx)
         generator_optimizer.step()
         discriminator_optimizer.step()
@@ -464,6 +494,7 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
                 "discriminator_loss": discriminator_loss.detach(),
                 "reconstruction_loss": terms.reconstruction.detach(),
                 "memory_entropy": terms.entropy.detach(),
+                **({"segmentation_loss": segmentation_loss.detach()} if masks is not None else {}),
             },
             on_step=False,
             on_epoch=True,
@@ -472,7 +503,7 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
             batch_size=images.shape[0],
             sync_dist=True,  # epoch means over all processes' batches (no cost in one process)
         )
-        return {"generator_loss": terms.total.detach(), "discriminator_loss": discriminator_loss.detach()}
+        return {"generator_loss": generator_loss.detach(), "discriminator_loss": discriminator_loss.detach()}
 
     def test_step(self, batch: Batch, batch_idx: int, *args, **kwargs) -> STEP_OUTPUT:
         """Score a test batch like anomalib, keeping the reconstruction for the pictures (see :mod:`.visualizer`).
@@ -535,10 +566,13 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
             self._build_network(saved["granularity"])
             self.granularity_choice = checkpoint.get("granularity_choice")
         self.map_choice = checkpoint.get("map_choice", self.map_choice)
+        saved = {"segmentation": False, **saved}  # checkpoints from before the segmenter have none
         differences = []
         for name in ARCHITECTURE_ARGUMENTS:
-            if name in saved and name in self.hparams and _architecture(name, saved[name]) != _architecture(
-                name, self.hparams.get(name)
+            if (
+                name in saved
+                and name in self.hparams
+                and _architecture(name, saved[name]) != _architecture(name, self.hparams.get(name))
             ):
                 differences.append(
                     f"{name}: checkpoint {_plain(saved[name])}, this model {_plain(self.hparams.get(name))}"
@@ -637,6 +671,19 @@ def _check_arguments(arguments: dict[str, Any]) -> None:
         if str(getattr(arguments[name], "value", arguments[name])) not in allowed:
             msg = f"--model.{name} must be one of {allowed}, got {arguments[name]!r}."
             raise ValueError(msg)
+    if not isinstance(arguments.get("segmentation", False), bool):
+        msg = f"--model.segmentation must be true or false, got {arguments['segmentation']!r}."
+        raise ValueError(msg)
+    if arguments.get("segmentation") and (
+        str(getattr(arguments["error_measure"], "value", arguments["error_measure"])) != ErrorMeasure.L2.value
+        or str(getattr(arguments["normalization"], "value", arguments["normalization"])) != Normalization.NONE.value
+    ):
+        msg = (
+            "--model.segmentation true makes the defect segmenter's probabilities the anomaly map, so "
+            "--model.error_measure and --model.normalization do not apply: leave them at l2 and none, or set "
+            "--model.segmentation false to score the reconstruction error."
+        )
+        raise ValueError(msg)
     if arguments["num_items"] < 1:
         msg = f"--model.num_items must be >= 1, got {arguments['num_items']}."
         raise ValueError(msg)

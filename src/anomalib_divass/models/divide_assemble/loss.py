@@ -1,4 +1,4 @@
-"""Losses of Divide-and-Assemble: generator (adversarial, reconstruction, latent, entropy) and discriminator.
+"""Losses of Divide-and-Assemble: generator (adversarial, reconstruction, latent, entropy), discriminator, segmenter.
 
 Example:
     >>> import torch
@@ -17,8 +17,9 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
+from torchvision.ops import sigmoid_focal_loss
 
-__all__ = ["DiscriminatorLoss", "GeneratorLoss", "GeneratorLossTerms"]
+__all__ = ["DiscriminatorLoss", "GeneratorLoss", "GeneratorLossTerms", "SegmentationLoss"]
 
 
 class GeneratorLossTerms(NamedTuple):
@@ -128,3 +129,34 @@ class DiscriminatorLoss(nn.Module):
         real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
         fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
         return 0.5 * (real + fake)
+
+
+class SegmentationLoss(nn.Module):
+    """Focal loss of the defect segmenter (as DRAEM's): defect pixels are few, easy normal pixels count little.
+
+    Args:
+        gamma: Focusing exponent; 0 gives plain binary cross-entropy.
+
+    Example:
+        >>> masks = torch.zeros(2, 1, 8, 8)
+        >>> float(SegmentationLoss()(torch.full((2, 1, 8, 8), -20.0), masks)) < 1e-6
+        True
+
+    """
+
+    def __init__(self, gamma: float = 2.0) -> None:
+        super().__init__()
+        self.gamma = gamma
+
+    def forward(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Compute the mean focal loss.
+
+        Args:
+            logits: Defect logits ``(B, 1, H, W)``.
+            masks: Defect masks ``(B, 1, H, W)``, 0 or 1.
+
+        Returns:
+            Scalar loss.
+
+        """
+        return sigmoid_focal_loss(logits, masks, alpha=-1, gamma=self.gamma, reduction="mean")

@@ -28,7 +28,7 @@ from anomalib.data.utils.generators import PerlinAnomalyGenerator
 
 from .corruption import cut_paste
 
-__all__ = ["DEFECT_KINDS", "synthetic_defects"]
+__all__ = ["DEFECT_KINDS", "defects_on_some", "synthetic_defects"]
 
 DEFECT_KINDS = ("perlin", "cutpaste", "scratch", "hole")
 
@@ -134,3 +134,33 @@ def synthetic_defects(
         defective[index] = result.clamp(0, 1)
         masks[index, 0] = mask.float()
     return defective, masks
+
+
+def defects_on_some(images: torch.Tensor, probability: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Synthetic defects on a random share of a training batch, drawn from torch's global random state.
+
+    Args:
+        images: Normal images ``(B, C, H, W)`` in ``[0, 1]``; never modified.
+        probability: Chance of each image to receive a defect.
+
+    Returns:
+        Images ``(B, C, H, W)`` (the chosen ones defective, the others ``images``' own) and their defect masks
+        ``(B, 1, H, W)`` (zero for the images left normal), on ``images``' device.
+
+    Example:
+        >>> defective, masks = defects_on_some(torch.rand(4, 3, 32, 32), probability=1.0)
+        >>> bool((masks.flatten(1).amax(1) == 1).all())
+        True
+
+    """
+    chosen = torch.nonzero(torch.rand(images.shape[0]) < probability).flatten()
+    masks = torch.zeros(images.shape[0], 1, *images.shape[-2:], device=images.device, dtype=images.dtype)
+    if len(chosen) == 0:
+        return images, masks
+    defective, chosen_masks = synthetic_defects(
+        images[chosen.to(images.device)], seed=int(torch.randint(0, 2**31 - 1, ()))
+    )
+    result = images.clone()
+    result[chosen.to(images.device)] = defective.to(images)
+    masks[chosen.to(images.device)] = chosen_masks.to(masks)
+    return result, masks

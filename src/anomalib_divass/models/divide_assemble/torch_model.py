@@ -28,6 +28,7 @@ from torch import nn
 from .anomaly_map import AnomalyMapGenerator
 from .discriminator import Discriminator
 from .memory import BlockMemory, Similarity
+from .segmentation import DefectSegmenter
 
 __all__ = ["DivideAssembleModel", "MemoryAutoencoder", "Reconstruction", "check_input_size", "input_size_multiple"]
 
@@ -236,6 +237,8 @@ class DivideAssembleModel(nn.Module):
         autoencoder: The memory autoencoder (generator).
         discriminator: The adversarial discriminator; its latent features feed DAAD+.
         anomaly_map: Map and score builder; ``latent_weight > 0`` gives DAAD+.
+        segmenter: Optional defect segmenter reading image and reconstruction; when given, its defect
+            probabilities are the map instead of the reconstruction error (see :mod:`.segmentation`).
 
     Example:
         >>> model = DivideAssembleModel(
@@ -251,11 +254,13 @@ class DivideAssembleModel(nn.Module):
         autoencoder: MemoryAutoencoder,
         discriminator: Discriminator,
         anomaly_map: AnomalyMapGenerator | None = None,
+        segmenter: DefectSegmenter | None = None,
     ) -> None:
         super().__init__()
         self.autoencoder = autoencoder
         self.discriminator = discriminator
         self.anomaly_map = anomaly_map or AnomalyMapGenerator()
+        self.segmenter = segmenter
 
     @property
     def in_channels(self) -> int:
@@ -287,5 +292,8 @@ class DivideAssembleModel(nn.Module):
         if self.anomaly_map.latent_weight > 0:
             _, latent = self.discriminator(images)
             _, latent_reconstructed = self.discriminator(reconstruction.image)
-        anomaly_map = self.anomaly_map(images, reconstruction.image, latent, latent_reconstructed)
+        defects = None
+        if self.segmenter is not None:
+            defects = torch.sigmoid(self.segmenter(images, reconstruction.image))
+        anomaly_map = self.anomaly_map(images, reconstruction.image, latent, latent_reconstructed, defects)
         return InferenceBatch(pred_score=self.anomaly_map.score(anomaly_map), anomaly_map=anomaly_map)
