@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from PIL import Image
 from sklearn.metrics import roc_auc_score
+from torchvision.ops import sigmoid_focal_loss
 
 from anomalib_divass.data.image import read_image
 from anomalib_divass.models.divide_assemble.anomaly_map import (
@@ -37,6 +38,8 @@ from anomalib_divass.models.divide_assemble.anomaly_map import (
     NormalStatistics,
 )
 from anomalib_divass.models.divide_assemble.map_choice import candidate_criteria, map_candidates
+from anomalib_divass.models.divide_assemble.segmentation import DefectSegmenter
+from anomalib_divass.models.divide_assemble.synthetic import synthetic_defects
 from anomalib_divass.models.divide_assemble.torch_model import MemoryAutoencoder
 
 SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
@@ -121,7 +124,14 @@ def train(data: dict, args: argparse.Namespace) -> MemoryAutoencoder:
         num_items=args.num_items,
         use_memory=not args.no_memory,
     )
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.5, 0.999))
+    head = (
+        DefectSegmenter(data["fit"].shape[1], width=args.segment_width, stride=args.segment_stride)
+        if args.segment
+        else None
+    )
+    parameters = [*model.parameters(), *(head.parameters() if head is not None else [])]
+    optimizer = torch.optim.Adam(parameters, lr=args.lr, betas=(0.5, 0.999))
+    step = 0
     images = data["fit"]
     steps = args.epochs * math.ceil(len(images) / args.batch)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps) if args.cosine else None
@@ -139,8 +149,18 @@ def train(data: dict, args: argparse.Namespace) -> MemoryAutoencoder:
             if args.flip:
                 clean = torch.where(torch.rand(len(clean), 1, 1, 1) < 0.5, clean.flip(-1), clean)
             inputs = corrupt(clean, args.corruption, perlin)
+            target = None
+            if head is not None:  # half the batch gets a synthetic defect: reconstruct clean, segment the defect
+                defective, masks = synthetic_defects(clean, seed=args.seed * 100003 + step)
+                chosen = (torch.rand(len(clean)) < 0.5).view(-1, 1, 1, 1)
+                inputs = torch.where(chosen, defective, inputs)
+                target = masks * chosen
+            step += 1
             output = model(inputs)
             loss = reconstruction_loss(clean, output.image, args.loss) + 0.0002 * output.entropy
+            if head is not None:
+                logits = head(inputs, output.image.detach())
+                loss = loss + sigmoid_focal_loss(logits, target, alpha=-1, gamma=2, reduction="mean") * 10
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -149,12 +169,24 @@ def train(data: dict, args: argparse.Namespace) -> MemoryAutoencoder:
             total += float(loss.detach()) * len(clean)
         if epoch % 5 == 4 or epoch == args.epochs - 1:
             print(f"epoch {epoch + 1}: loss {total / len(images):.5f}", flush=True)
+    model.segmenter = head  # type: ignore[assignment]
+    if head is not None:
+        head.eval()
     return model.eval()
 
 
 @torch.no_grad()
 def reconstruct(model: MemoryAutoencoder, images: torch.Tensor, batch: int = 32) -> torch.Tensor:
     return torch.cat([model(images[i : i + batch]).image for i in range(0, len(images), batch)])
+
+
+def _row(name: str, anomaly_map: torch.Tensor, labels: np.ndarray, masks: np.ndarray, generator: object) -> dict:
+    return {
+        "map": name,
+        "image_AUROC": roc_auc_score(labels, generator.score(anomaly_map).numpy()),  # type: ignore[attr-defined]
+        "pixel_AUROC": roc_auc_score(masks, anomaly_map.flatten().numpy()),
+        "synthetic": float("nan"),
+    }
 
 
 def evaluate(data: dict, model: MemoryAutoencoder, args: argparse.Namespace) -> list[dict]:
@@ -177,6 +209,18 @@ def evaluate(data: dict, model: MemoryAutoencoder, args: argparse.Namespace) -> 
         key=lambda index: float(criteria[index]),
     )
     rows = []
+    segment = None
+    if getattr(model, "segmenter", None) is not None:
+
+        def probability(images: torch.Tensor) -> torch.Tensor:
+            recon = reconstruct(model, images)
+            with torch.no_grad():
+                logits = [model.segmenter(images[i : i + 32], recon[i : i + 32]) for i in range(0, len(images), 32)]
+                return generator.blur(torch.sigmoid(torch.cat(logits)))
+
+        segment, normal_segment = probability(test), probability(heldout)
+        segment_z = (segment - normal_segment.mean()) / normal_segment.std().clamp_min(1e-6)
+        rows.append(_row("segmentation head", segment, labels, masks, generator))
     for index, candidate in enumerate(candidates):
         if candidate.normalization is Normalization.NONE:
             mean, spread = torch.zeros(()), torch.ones(())
@@ -184,6 +228,8 @@ def evaluate(data: dict, model: MemoryAutoencoder, args: argparse.Namespace) -> 
             mean, spread = statistics.result(candidate.normalization)
         weights = torch.tensor(candidate.weights).reshape(1, -1, 1, 1)
         anomaly_map = (((raw - mean) / spread) * weights).sum(dim=1, keepdim=True)
+        if segment is not None and candidate.normalization is not Normalization.NONE:  # both on the normal scale
+            rows.append(_row(f"head + {candidate.name}", segment_z + anomaly_map, labels, masks, generator))
         rows.append(
             {
                 "map": candidate.name + (" (chosen)" if index == chosen else ""),
@@ -211,6 +257,9 @@ def main() -> None:
     parser.add_argument("--corruption", default="none", choices=["none", "perlin", "cutpaste"])
     parser.add_argument("--loss", default="l1", choices=["l1", "l2", "l2+ssim", "l1+msgms"])
     parser.add_argument("--flip", action="store_true", help="random horizontal flips")
+    parser.add_argument("--segment", action="store_true", help="train a segmentation head on synthetic defects")
+    parser.add_argument("--segment-width", type=int, default=16, help="width of the segmentation head")
+    parser.add_argument("--segment-stride", type=int, default=2, help="resolution divisor of the segmentation head")
     parser.add_argument("--sigma", type=float, default=4.0, help="map smoothing in pixels at 256 px")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tag", default="")
@@ -226,6 +275,8 @@ def main() -> None:
     )
     model = train(data, args)
     seconds = time.perf_counter() - start
+    args.csv.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model, args.csv.parent / f"{args.category}_{args.tag or 'probe'}_seed{args.seed}.pt")
     rows = evaluate(data, model, args)
     settings = {
         "category": args.category,
@@ -238,6 +289,7 @@ def main() -> None:
         "loss": args.loss,
         "cosine": args.cosine,
         "flip": args.flip,
+        "segment": f"w{args.segment_width}/s{args.segment_stride}" if args.segment else "",
         "seed": args.seed,
         "train_s": round(seconds),
     }
