@@ -70,6 +70,8 @@ class CheckpointMismatchError(ValueError):
 DEFAULT_GRANULARITY = (32, 16, 8, 4, 2)
 DEFAULT_CHANNELS = (16, 32, 64, 128, 256)
 DEFAULT_MAX_EPOCHS = 50
+DEFAULT_ERROR_MEASURE = "l2"
+DEFAULT_NORMALIZATION = "none"
 DAAD_PLUS_LATENT_WEIGHT = 0.001  # the DAAD+ map weight measured best on bottle (0.01 was worse)
 DISCRIMINATOR_SCALES = 4  # the discriminator has the encoder's first four widths
 DISCRIMINATOR_LR_RATIO = 0.2  # discriminator learning rate / generator learning rate (DCGAN's 2e-4 at 1e-3)
@@ -165,8 +167,8 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
         shrink_threshold: float = 0.0025,
         temperature: float = 0.05,
         latent_weight: float = DAAD_PLUS_LATENT_WEIGHT,
-        error_measure: Literal["l2", "ssim", "msgms", "auto"] = "l2",
-        normalization: Literal["none", "global", "pixel", "auto"] = "none",
+        error_measure: Literal["l2", "ssim", "msgms", "auto"] = DEFAULT_ERROR_MEASURE,
+        normalization: Literal["none", "global", "pixel", "auto"] = DEFAULT_NORMALIZATION,
         corruption: Literal["none", "perlin", "cutpaste"] = "none",
         segmentation: bool = False,
         sigma: float = 4.0,
@@ -226,9 +228,9 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
         self.model = DivideAssembleModel(
             autoencoder,
             Discriminator(channels=list(arguments["channels"])[:DISCRIMINATOR_SCALES]),
-            AnomalyMapGenerator(
-                measure=arguments["error_measure"],
-                normalization=arguments["normalization"],
+            AnomalyMapGenerator(  # with a segmenter its probability is the map: no error measure to choose
+                measure=ErrorMeasure.L2 if arguments.get("segmentation") else arguments["error_measure"],
+                normalization=Normalization.NONE if arguments.get("segmentation") else arguments["normalization"],
                 latent_weight=arguments["latent_weight"] if variant.scores_latent else 0.0,
                 sigma=arguments["sigma"],
                 top_fraction=arguments["score_top_fraction"],
@@ -675,13 +677,14 @@ def _check_arguments(arguments: dict[str, Any]) -> None:
         msg = f"--model.segmentation must be true or false, got {arguments['segmentation']!r}."
         raise ValueError(msg)
     if arguments.get("segmentation") and (
-        str(getattr(arguments["error_measure"], "value", arguments["error_measure"])) != ErrorMeasure.L2.value
-        or str(getattr(arguments["normalization"], "value", arguments["normalization"])) != Normalization.NONE.value
+        str(getattr(arguments["error_measure"], "value", arguments["error_measure"])) != DEFAULT_ERROR_MEASURE
+        or str(getattr(arguments["normalization"], "value", arguments["normalization"])) != DEFAULT_NORMALIZATION
     ):
         msg = (
             "--model.segmentation true makes the defect segmenter's probabilities the anomaly map, so "
-            "--model.error_measure and --model.normalization do not apply: leave them at l2 and none, or set "
-            "--model.segmentation false to score the reconstruction error."
+            "--model.error_measure and --model.normalization do not apply: leave them at their defaults "
+            f"({DEFAULT_ERROR_MEASURE} and {DEFAULT_NORMALIZATION}), or set --model.segmentation false to score "
+            "the reconstruction error."
         )
         raise ValueError(msg)
     if arguments["num_items"] < 1:
