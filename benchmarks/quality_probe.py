@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from PIL import Image
 from sklearn.metrics import roc_auc_score
-from torchvision.ops import sigmoid_focal_loss
 
 from anomalib_divass.data.image import read_image
 from anomalib_divass.models.divide_assemble.anomaly_map import (
@@ -37,9 +36,10 @@ from anomalib_divass.models.divide_assemble.anomaly_map import (
     Normalization,
     NormalStatistics,
 )
+from anomalib_divass.models.divide_assemble.loss import SegmentationLoss
 from anomalib_divass.models.divide_assemble.map_choice import candidate_criteria, map_candidates
 from anomalib_divass.models.divide_assemble.segmentation import DefectSegmenter
-from anomalib_divass.models.divide_assemble.synthetic import synthetic_defects
+from anomalib_divass.models.divide_assemble.synthetic import defects_on_some
 from anomalib_divass.models.divide_assemble.torch_model import MemoryAutoencoder
 
 SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
@@ -131,7 +131,7 @@ def train(data: dict, args: argparse.Namespace) -> MemoryAutoencoder:
     )
     parameters = [*model.parameters(), *(head.parameters() if head is not None else [])]
     optimizer = torch.optim.Adam(parameters, lr=args.lr, betas=(0.5, 0.999))
-    step = 0
+    segmentation_loss = SegmentationLoss()
     images = data["fit"]
     steps = args.epochs * math.ceil(len(images) / args.batch)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps) if args.cosine else None
@@ -149,18 +149,13 @@ def train(data: dict, args: argparse.Namespace) -> MemoryAutoencoder:
             if args.flip:
                 clean = torch.where(torch.rand(len(clean), 1, 1, 1) < 0.5, clean.flip(-1), clean)
             inputs = corrupt(clean, args.corruption, perlin)
-            target = None
             if head is not None:  # half the batch gets a synthetic defect: reconstruct clean, segment the defect
-                defective, masks = synthetic_defects(clean, seed=args.seed * 100003 + step)
-                chosen = (torch.rand(len(clean)) < 0.5).view(-1, 1, 1, 1)
-                inputs = torch.where(chosen, defective, inputs)
-                target = masks * chosen
-            step += 1
+                inputs, masks = defects_on_some(inputs)
             output = model(inputs)
             loss = reconstruction_loss(clean, output.image, args.loss) + 0.0002 * output.entropy
             if head is not None:
                 logits = head(inputs, output.image.detach())
-                loss = loss + sigmoid_focal_loss(logits, target, alpha=-1, gamma=2, reduction="mean") * 10
+                loss = loss + segmentation_loss(logits, masks)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -169,9 +164,7 @@ def train(data: dict, args: argparse.Namespace) -> MemoryAutoencoder:
             total += float(loss.detach()) * len(clean)
         if epoch % 5 == 4 or epoch == args.epochs - 1:
             print(f"epoch {epoch + 1}: loss {total / len(images):.5f}", flush=True)
-    model.segmenter = head  # type: ignore[assignment]
-    if head is not None:
-        head.eval()
+    model.segmenter = head  # type: ignore[assignment]  (a submodule: eval() reaches it)
     return model.eval()
 
 
@@ -180,12 +173,19 @@ def reconstruct(model: MemoryAutoencoder, images: torch.Tensor, batch: int = 32)
     return torch.cat([model(images[i : i + batch]).image for i in range(0, len(images), batch)])
 
 
-def _row(name: str, anomaly_map: torch.Tensor, labels: np.ndarray, masks: np.ndarray, generator: object) -> dict:
+def _row(
+    name: str,
+    anomaly_map: torch.Tensor,
+    labels: np.ndarray,
+    masks: np.ndarray,
+    generator: AnomalyMapGenerator,
+    synthetic: float = float("nan"),
+) -> dict:
     return {
         "map": name,
-        "image_AUROC": roc_auc_score(labels, generator.score(anomaly_map).numpy()),  # type: ignore[attr-defined]
+        "image_AUROC": roc_auc_score(labels, generator.score(anomaly_map).numpy()),
         "pixel_AUROC": roc_auc_score(masks, anomaly_map.flatten().numpy()),
-        "synthetic": float("nan"),
+        "synthetic": synthetic,
     }
 
 
@@ -201,9 +201,10 @@ def evaluate(data: dict, model: MemoryAutoencoder, args: argparse.Namespace) -> 
     ]
     with torch.no_grad():
         criteria = candidate_criteria(generator, lambda x: reconstruct(model, x), heldout, candidates)
+        heldout_rebuilt, test_rebuilt = reconstruct(model, heldout), reconstruct(model, test)
         statistics = NormalStatistics()
-        statistics.update(generator.reconstruction_error(heldout, reconstruct(model, heldout)))
-        raw = generator.reconstruction_error(test, reconstruct(model, test))
+        statistics.update(generator.reconstruction_error(heldout, heldout_rebuilt))
+        raw = generator.reconstruction_error(test, test_rebuilt)
     chosen = max(
         (index for index, candidate in enumerate(candidates) if candidate.normalization is not Normalization.NONE),
         key=lambda index: float(criteria[index]),
@@ -212,13 +213,12 @@ def evaluate(data: dict, model: MemoryAutoencoder, args: argparse.Namespace) -> 
     segment = None
     if getattr(model, "segmenter", None) is not None:
 
-        def probability(images: torch.Tensor) -> torch.Tensor:
-            recon = reconstruct(model, images)
+        def probability(images: torch.Tensor, rebuilt: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
-                logits = [model.segmenter(images[i : i + 32], recon[i : i + 32]) for i in range(0, len(images), 32)]
+                logits = [model.segmenter(images[i : i + 32], rebuilt[i : i + 32]) for i in range(0, len(images), 32)]
                 return generator.blur(torch.sigmoid(torch.cat(logits)))
 
-        segment, normal_segment = probability(test), probability(heldout)
+        segment, normal_segment = probability(test, test_rebuilt), probability(heldout, heldout_rebuilt)
         segment_z = (segment - normal_segment.mean()) / normal_segment.std().clamp_min(1e-6)
         rows.append(_row("segmentation head", segment, labels, masks, generator))
     for index, candidate in enumerate(candidates):
@@ -230,14 +230,8 @@ def evaluate(data: dict, model: MemoryAutoencoder, args: argparse.Namespace) -> 
         anomaly_map = (((raw - mean) / spread) * weights).sum(dim=1, keepdim=True)
         if segment is not None and candidate.normalization is not Normalization.NONE:  # both on the normal scale
             rows.append(_row(f"head + {candidate.name}", segment_z + anomaly_map, labels, masks, generator))
-        rows.append(
-            {
-                "map": candidate.name + (" (chosen)" if index == chosen else ""),
-                "image_AUROC": roc_auc_score(labels, generator.score(anomaly_map).numpy()),
-                "pixel_AUROC": roc_auc_score(masks, anomaly_map.flatten().numpy()),
-                "synthetic": float(criteria[index]),
-            }
-        )
+        name = candidate.name + (" (chosen)" if index == chosen else "")
+        rows.append(_row(name, anomaly_map, labels, masks, generator, float(criteria[index])))
     return rows
 
 

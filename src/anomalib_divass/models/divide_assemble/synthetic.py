@@ -153,14 +153,12 @@ def defects_on_some(images: torch.Tensor, probability: float = 0.5) -> tuple[tor
         True
 
     """
-    chosen = torch.nonzero(torch.rand(images.shape[0]) < probability).flatten()
+    chosen = torch.nonzero(torch.rand(images.shape[0]) < probability).flatten().to(images.device)
     masks = torch.zeros(images.shape[0], 1, *images.shape[-2:], device=images.device, dtype=images.dtype)
     if len(chosen) == 0:
         return images, masks
-    defective, chosen_masks = synthetic_defects(
-        images[chosen.to(images.device)], seed=int(torch.randint(0, 2**31 - 1, ()))
-    )
+    defective, chosen_masks = synthetic_defects(images[chosen], seed=int(torch.randint(0, 2**31 - 1, ())))
     result = images.clone()
-    result[chosen.to(images.device)] = defective.to(images)
-    masks[chosen.to(images.device)] = chosen_masks.to(masks)
+    result[chosen] = defective.to(images)
+    masks[chosen] = chosen_masks.to(masks)
     return result, masks
