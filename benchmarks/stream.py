@@ -2,7 +2,7 @@
 
 Scores generated folders with ``anomalib_divass.inference.score_folder`` (what ``python -m
 anomalib_divass.inference`` and ``anomalib-divass predict-folder`` run): reader threads decode PNGs
-while OpenVINO runs in throughput mode (``PERFORMANCE_HINT THROUGHPUT``, an ``AsyncInferQueue``), and
+while OpenVINO runs in throughput mode (``PERFORMANCE_HINT THROUGHPUT``, all its infer requests), and
 every result is appended to a CSV. Each folder size runs in a fresh process, so every peak is its own.
 A flat curve means the same images/s and the same peak memory for 1,000 and 10,000 images; the
 "RSS at 10% / 100%" columns show memory does not grow during a run either.

@@ -81,6 +81,10 @@ class OpenVINOModel(OpenVINOInferencer):
         self.path = Path(path)
         self.resize = resize
         super().__init__(path=path, device=device, config=properties)
+        # Read once: reader threads check sizes while OpenVINO runs, and must not call into OpenVINO.
+        self._input_size = _static_size(self.input_blob.get_partial_shape())
+        maps = [out for out in self.model.outputs if out.get_any_name() == "anomaly_map"]
+        self._model_size = _static_size(maps[0].get_partial_shape()) if maps else None
 
     def load_model(self, path: str | Path | tuple[bytes, bytes]) -> tuple[Any, Any, Any]:
         """Read and compile the model; like anomalib's, with the cache only when asked for.
@@ -118,15 +122,12 @@ class OpenVINOModel(OpenVINOInferencer):
     @property
     def input_size(self) -> tuple[int, int] | None:
         """The fixed ``(height, width)`` of a model exported with ``--input_size``, else ``None``."""
-        return _static_size(self.input_blob.get_partial_shape())
+        return self._input_size
 
     @property
     def model_size(self) -> tuple[int, int] | None:
         """The resolution the model works at (its anomaly map's, e.g. ``(256, 256)``), if static."""
-        for output in self.model.outputs:
-            if output.get_any_name() == "anomaly_map":
-                return _static_size(output.get_partial_shape()) or self.input_size
-        return self.input_size
+        return self._model_size or self._input_size
 
     def check_size(self, size: tuple[int, int] | None, name: str | Path | None = None) -> None:
         """Raise :class:`InputSizeError` if the model has a fixed input size and ``size`` differs.

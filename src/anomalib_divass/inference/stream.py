@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -134,11 +133,14 @@ def stream_predictions(
     """Score images as a stream, in order: parallel reading, OpenVINO's asynchronous requests, bounded memory.
 
     Reader threads decode and resize the next images while OpenVINO runs the current ones on all its
-    infer requests (an ``AsyncInferQueue``; compile the model with :func:`throughput_model` for
-    several streams). At most ``2 x requests + workers`` images are held at any time, whatever the number
-    of files, and results are yielded in the order of ``images`` as soon as they and all earlier ones
-    are done. An image that cannot be read is yielded as a :class:`Failure` and the stream goes on;
+    infer requests (as many as the compiled model finds optimal; compile it with :func:`throughput_model`
+    for several streams). At most ``2 x requests + workers`` images are held at any time, whatever the
+    number of files, and results are yielded in the order of ``images`` as soon as they and all earlier
+    ones are done. An image that cannot be read is yielded as a :class:`Failure` and the stream goes on;
     any other error (e.g. a fixed-size model refusing an image size) stops it.
+
+    OpenVINO's threads never run Python: requests are started and awaited from this thread, oldest
+    first (no completion callbacks), so no OpenVINO lock is ever held while waiting for the GIL.
 
     Args:
         model: The model.
@@ -154,56 +156,106 @@ def stream_predictions(
         InputSizeError: If ``model`` has a fixed input size, does not resize and an image differs.
 
     """
-    from openvino import AsyncInferQueue  # noqa: PLC0415
-
     from anomalib_divass.data import ImageReadError, read_image  # noqa: PLC0415
 
     workers = workers or min(os.cpu_count() or 1, 8)
-    requests = AsyncInferQueue(model.model)
-    prefetch = 2 * len(requests) + workers
-    done: dict[int, Prediction | Failure | BaseException] = {}
-    lock = threading.Lock()
+    requests = _InOrderRequests(model.model, keep_maps, keep_masks)
+    prefetch = requests.size + workers
 
     def load(path: Path) -> tuple[np.ndarray, tuple[int, int]]:
         image = read_image(path, as_tensor=False)
         return model.prepare(image, name=path), (int(image.shape[0]), int(image.shape[1]))
 
-    names = [next(iter(output.get_names())) for output in model.model.outputs]  # as anomalib's post_process
-
-    def finished(request: Any, userdata: tuple[int, Path, tuple[int, int]]) -> None:  # noqa: ANN401
-        index, path, size = userdata
-        try:  # an exception must not escape into OpenVINO's thread (it would abort the process)
-            # The request's output buffers are reused by the next image: keep copies only.
-            outputs = {name: request.get_output_tensor(i).data for i, name in enumerate(names)}
-            result: Prediction | BaseException = _prediction(outputs, path, size, keep_maps, keep_masks)
-        except BaseException as error:  # re-raised by the stream, in its own thread
-            result = error
-        with lock:
-            done[index] = result
-
-    requests.set_callback(finished)
-    pending: deque[tuple[int, Path, Future]] = deque()
-    next_out = 0
+    reading: deque[tuple[Path, Future]] = deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="divass-reader") as readers:
         try:
-            for index, path in enumerate(images):
-                pending.append((index, path, readers.submit(load, path)))
-                if len(pending) < prefetch:
-                    continue
-                _start(requests, pending.popleft(), done, lock, ImageReadError)
-                next_out, ready = _take_ready(done, lock, next_out)
-                yield from ready
-            while pending:
-                _start(requests, pending.popleft(), done, lock, ImageReadError)
-                next_out, ready = _take_ready(done, lock, next_out)
-                yield from ready
-            requests.wait_all()
-            next_out, ready = _take_ready(done, lock, next_out)
-            yield from ready
+            for path in images:
+                reading.append((path, readers.submit(load, path)))
+                if len(reading) >= prefetch:
+                    yield from _start_next(requests, reading, ImageReadError)
+            while reading:
+                yield from _start_next(requests, reading, ImageReadError)
+            yield from requests.drain()
         finally:  # also on an interruption or an error: no reader or request outlives the stream
-            for _, _, future in pending:
+            for _, future in reading:
                 future.cancel()
-            requests.wait_all()
+            requests.cancel()
+
+
+def _start_next(
+    requests: _InOrderRequests, reading: deque[tuple[Path, Future]], read_error: type[Exception]
+) -> Iterator[Prediction | Failure]:
+    """Hand the oldest read image to a free request (or queue its failure); yield the results now ready."""
+    path, future = reading.popleft()
+    try:
+        array, size = future.result()
+    except read_error as error:
+        logger.warning("Skipped %s", error)
+        requests.fail(Failure(path, str(error)))
+    else:
+        yield from requests.start(array, path, size)
+    yield from requests.ready()
+
+
+class _InOrderRequests:
+    """OpenVINO infer requests run asynchronously and collected in the order they were started.
+
+    Args:
+        compiled: The compiled model.
+        keep_maps: See :func:`stream_predictions`.
+        keep_masks: See :func:`stream_predictions`.
+
+    """
+
+    def __init__(self, compiled: Any, keep_maps: bool, keep_masks: bool) -> None:  # noqa: ANN401
+        count = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        self.free = deque(compiled.create_infer_request() for _ in range(count))
+        self.size = count
+        self.queue: deque[tuple[Any, Path, tuple[int, int]] | Failure] = deque()
+        self.names = [next(iter(output.get_names())) for output in compiled.outputs]  # as anomalib's post_process
+        self.keep_maps, self.keep_masks = keep_maps, keep_masks
+
+    def start(self, array: np.ndarray, path: Path, size: tuple[int, int]) -> Iterator[Prediction | Failure]:
+        """Start one image on a free request, first finishing the oldest ones while none is free."""
+        while not self.free:
+            yield self._finish_oldest()
+        request = self.free.popleft()
+        request.start_async(array)  # copies the input; OpenVINO runs it on its own threads
+        self.queue.append((request, path, size))
+
+    def fail(self, failure: Failure) -> None:
+        """Queue an unreadable image's failure, to be yielded in its place."""
+        self.queue.append(failure)
+
+    def ready(self) -> Iterator[Prediction | Failure]:
+        """The oldest results that are already done (never waits)."""
+        while self.queue and (isinstance(self.queue[0], Failure) or self.queue[0][0].wait_for(0)):
+            yield self._finish_oldest()
+
+    def drain(self) -> Iterator[Prediction | Failure]:
+        """Every remaining result, waiting for each."""
+        while self.queue:
+            yield self._finish_oldest()
+
+    def cancel(self) -> None:
+        """Let the requests still running finish (their results are dropped)."""
+        for item in self.queue:
+            if not isinstance(item, Failure):
+                item[0].wait()
+        self.queue.clear()
+
+    def _finish_oldest(self) -> Prediction | Failure:
+        item = self.queue.popleft()
+        if isinstance(item, Failure):
+            return item
+        request, path, size = item
+        try:
+            request.wait()  # releases the GIL; raises if the inference failed
+            # The request's output buffers are reused by the next image: keep copies only.
+            outputs = {name: request.get_output_tensor(i).data for i, name in enumerate(self.names)}
+            return _prediction(outputs, path, size, self.keep_maps, self.keep_masks)
+        finally:
+            self.free.append(request)
 
 
 def _prediction(
@@ -221,37 +273,3 @@ def _prediction(
         pred_mask=mask if keep_maps or keep_masks else None,
         size=size,
     )
-
-
-def _start(
-    requests: Any,  # noqa: ANN401
-    job: tuple[int, Path, Future],
-    done: dict[int, Prediction | Failure | BaseException],
-    lock: threading.Lock,
-    read_error: type[Exception],
-) -> None:
-    """Wait for one read image and hand it to the next free infer request (or record its failure)."""
-    index, path, future = job
-    try:
-        array, size = future.result()
-    except read_error as error:
-        logger.warning("Skipped %s", error)
-        with lock:
-            done[index] = Failure(path, str(error))
-        return
-    requests.start_async(array, userdata=(index, path, size))  # blocks while every request is busy
-
-
-def _take_ready(
-    done: dict[int, Prediction | Failure | BaseException], lock: threading.Lock, next_out: int
-) -> tuple[int, list[Prediction | Failure]]:
-    """The finished results that continue the output order, and the next index to wait for."""
-    ready = []
-    with lock:
-        while next_out in done:
-            result = done.pop(next_out)
-            if isinstance(result, BaseException):
-                raise result
-            ready.append(result)
-            next_out += 1
-    return next_out, ready
