@@ -1,5 +1,7 @@
 """Error measures, normalisation with held-out normal images, and their buffers."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -236,3 +238,36 @@ def test_choice_is_judged_on_images_its_statistics_did_not_see() -> None:
     assert seen == [5, 5, 5]  # reference half, clean judged half, defective judged half
     assert criteria.shape == (2,)
     assert ((criteria >= 0) & (criteria <= 1)).all()
+
+
+def test_statistics_and_map_choice_are_summed_over_processes() -> None:
+    # Two "processes" each hold out half of the images; reduce adds the other process's totals, as DDP's
+    # all-reduce does. The stored statistics are those of all the images, and the choice sees both votes.
+    torch.manual_seed(0)
+    model = DivideAssembleModel(
+        MemoryAutoencoder(channels=(8, 16), granularity=(2, 1), num_items=4),
+        Discriminator(channels=(8, 16)),
+        AnomalyMapGenerator(measure="auto", normalization="pixel", sigma=1.0),
+    )
+    other = copy.deepcopy(model)
+    images = torch.rand(12, 3, 32, 32)
+    sent: list[torch.Tensor] = []
+    collector = NormalStatisticsCollector(other)
+    collector.add(images[6:])
+    collector.finish(reduce=lambda totals: sent.append(totals.clone()) or totals)
+    assert len(sent) == 3  # normal and latent statistics, then the candidates' criteria
+    local: list[torch.Tensor] = []
+
+    def all_reduce(totals: torch.Tensor) -> torch.Tensor:
+        local.append(totals.clone())
+        return totals + sent[len(local) - 1]
+
+    collector = NormalStatisticsCollector(model)
+    collector.add(images[:6])
+    assert collector.finish(reduce=all_reduce) == 12
+    model.eval()
+    with torch.no_grad():
+        raw = model.anomaly_map.reconstruction_error(images, model.autoencoder(images).image)
+    assert torch.allclose(model.anomaly_map.normal_mean, raw.mean(dim=0, keepdim=True), atol=1e-5)
+    assert collector.choice is not None
+    assert torch.allclose(torch.as_tensor(collector.choice.criteria), local[2] + sent[2])

@@ -44,6 +44,9 @@ def test_one_backward_pass_equals_generator_then_discriminator_steps() -> None:
         granularity=[4, 2, 1],
         num_items=8,
         latent_weight=0.1,
+        error_measure="l2",  # every image trains, uncorrupted: the two orders see the same batch
+        normalization="none",
+        corruption="none",
         pre_processor=False,
         post_processor=False,
         evaluator=False,

@@ -113,7 +113,7 @@ def test_training_with_corruption_reconstructs_the_clean_images(monkeypatch: pyt
 
 def test_normalised_training_holds_out_images_and_fills_the_buffers() -> None:
     torch.manual_seed(0)
-    model = DivideAssemble(normalization="pixel", **SMALL)
+    model = DivideAssemble(error_measure="l2", normalization="pixel", **SMALL)
     paths = [f"train/good/{index:03d}.png" for index in range(20)]
     trained: list[int] = []
     forward = model.model.forward
@@ -132,7 +132,7 @@ def test_normalised_training_holds_out_images_and_fills_the_buffers() -> None:
     assert trained == [20 - held]  # held-out images are never trained on
     assert model.model.anomaly_map.normal_mean.shape == (1, 1, 32, 32)
     assert model.model.anomaly_map.normal_spread.min() > 0
-    restored = DivideAssemble(normalization="pixel", **SMALL)
+    restored = DivideAssemble(error_measure="l2", normalization="pixel", **SMALL)
     restored.load_state_dict(model.state_dict())
     assert torch.equal(restored.model.anomaly_map.normal_mean, model.model.anomaly_map.normal_mean)
 
