@@ -8,10 +8,14 @@ images), so that the levers of the map are compared on the same weights. Trainin
 (corruption of the input, loss, granularity, epochs) are arguments. Prints a table and appends it
 as rows to ``--csv``.
 
-Confirm winners with the real model at the shipped budget (``anomalib-divass leaderboard``).
+Confirm winners with the real model at the shipped budget (``anomalib-divass leaderboard``). With
+``--checkpoint`` a model trained by ``anomalib train`` (or the leaderboard) is scored instead of a proxy:
+its reconstructions, every map, and each smoothing of ``--sigma`` (nothing is trained).
 
     python benchmarks/quality_probe.py --root ../shared/datasets/mvtec_ad --category bottle --size 128 --epochs 25
     python benchmarks/quality_probe.py --root ../shared/datasets --category magnetic_tile --corruption perlin
+    python benchmarks/quality_probe.py --root ../shared/datasets/mvtec_ad --category bottle --size 256 \
+        --checkpoint runs/lb/checkpoints/bottle/DAAD.ckpt --sigma 4 8
 """
 
 from __future__ import annotations
@@ -26,11 +30,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
+from anomalib.metrics.aupro import _AUPRO
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
+from anomalib_divass import DivideAssemble
 from anomalib_divass.data.image import read_image
 from anomalib_divass.models.divide_assemble.anomaly_map import (
+    MEASURES,
     AnomalyMapGenerator,
     ErrorMeasure,
     Normalization,
@@ -180,24 +187,32 @@ def _row(
     masks: np.ndarray,
     generator: AnomalyMapGenerator,
     synthetic: float = float("nan"),
+    region_masks: torch.Tensor | None = None,
 ) -> dict:
+    pro = float("nan")
+    if region_masks is not None:  # the leaderboard's PRO: anomalib's AUPRO up to 30 % false positives
+        metric = _AUPRO(fpr_limit=0.3)
+        metric.update(anomaly_map[:, 0], region_masks[:, 0].int())
+        pro = float(metric.compute())
     return {
         "map": name,
         "image_AUROC": roc_auc_score(labels, generator.score(anomaly_map).numpy()),
         "pixel_AUROC": roc_auc_score(masks, anomaly_map.flatten().numpy()),
+        "PRO": pro,
         "synthetic": synthetic,
     }
 
 
-def evaluate(data: dict, model: MemoryAutoencoder, args: argparse.Namespace) -> list[dict]:
+def evaluate(data: dict, model: MemoryAutoencoder, args: argparse.Namespace, sigma: float) -> list[dict]:
     """Score the test set with every candidate map; beside it, the model's label-free criterion for it."""
     heldout, test = data["heldout"], data["test"]
     labels = data["labels"].numpy()
     masks = data["masks"].flatten().numpy().astype(bool)
-    generator = AnomalyMapGenerator(ErrorMeasure.AUTO, Normalization.AUTO, sigma=args.sigma * args.size / 256)
+    regions = data["masks"] if args.pro else None
+    generator = AnomalyMapGenerator(ErrorMeasure.AUTO, Normalization.AUTO, sigma=sigma * args.size / 256)
     candidates = [
-        *map_candidates(ErrorMeasure.AUTO, Normalization.NONE),
-        *map_candidates(ErrorMeasure.AUTO, Normalization.AUTO),
+        *map_candidates(ErrorMeasure.AUTO, Normalization.NONE, alone=MEASURES),
+        *map_candidates(ErrorMeasure.AUTO, Normalization.AUTO, alone=MEASURES),
     ]
     with torch.no_grad():
         criteria = candidate_criteria(generator, lambda x: reconstruct(model, x), heldout, candidates)
@@ -220,7 +235,7 @@ def evaluate(data: dict, model: MemoryAutoencoder, args: argparse.Namespace) -> 
 
         segment, normal_segment = probability(test, test_rebuilt), probability(heldout, heldout_rebuilt)
         segment_z = (segment - normal_segment.mean()) / normal_segment.std().clamp_min(1e-6)
-        rows.append(_row("segmentation head", segment, labels, masks, generator))
+        rows.append(_row("segmentation head", segment, labels, masks, generator, region_masks=regions))
     for index, candidate in enumerate(candidates):
         if candidate.normalization is Normalization.NONE:
             mean, spread = torch.zeros(()), torch.ones(())
@@ -229,9 +244,10 @@ def evaluate(data: dict, model: MemoryAutoencoder, args: argparse.Namespace) -> 
         weights = torch.tensor(candidate.weights).reshape(1, -1, 1, 1)
         anomaly_map = (((raw - mean) / spread) * weights).sum(dim=1, keepdim=True)
         if segment is not None and candidate.normalization is not Normalization.NONE:  # both on the normal scale
-            rows.append(_row(f"head + {candidate.name}", segment_z + anomaly_map, labels, masks, generator))
+            combined = segment_z + anomaly_map
+            rows.append(_row(f"head + {candidate.name}", combined, labels, masks, generator, region_masks=regions))
         name = candidate.name + (" (chosen)" if index == chosen else "")
-        rows.append(_row(name, anomaly_map, labels, masks, generator, float(criteria[index])))
+        rows.append(_row(name, anomaly_map, labels, masks, generator, float(criteria[index]), regions))
     return rows
 
 
@@ -254,7 +270,9 @@ def main() -> None:
     parser.add_argument("--segment", action="store_true", help="train a segmentation head on synthetic defects")
     parser.add_argument("--segment-width", type=int, default=16, help="width of the segmentation head")
     parser.add_argument("--segment-stride", type=int, default=2, help="resolution divisor of the segmentation head")
-    parser.add_argument("--sigma", type=float, default=4.0, help="map smoothing in pixels at 256 px")
+    parser.add_argument("--sigma", type=float, nargs="+", default=[4.0], help="map smoothing(s), pixels at 256 px")
+    parser.add_argument("--pro", action="store_true", help="also compute PRO (anomalib's AUPRO, FPR 0.3; slower)")
+    parser.add_argument("--checkpoint", type=Path, help="score this trained DivideAssemble checkpoint; no training")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tag", default="")
     parser.add_argument("--csv", type=Path, default=Path("runs/quality_probe.csv"))
@@ -267,11 +285,20 @@ def main() -> None:
         f"{len(data['test'])} test images",
         flush=True,
     )
-    model = train(data, args)
+    if args.checkpoint is not None:
+        model = DivideAssemble.load_from_checkpoint(args.checkpoint, map_location="cpu").model.autoencoder.eval()
+    else:
+        model = train(data, args)
+        args.csv.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model, args.csv.parent / f"{args.category}_{args.tag or 'probe'}_seed{args.seed}.pt")
     seconds = time.perf_counter() - start
-    args.csv.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model, args.csv.parent / f"{args.category}_{args.tag or 'probe'}_seed{args.seed}.pt")
-    rows = evaluate(data, model, args)
+    for sigma in args.sigma:
+        report(data, model, args, sigma, seconds)
+
+
+def report(data: dict, model: MemoryAutoencoder, args: argparse.Namespace, sigma: float, seconds: float) -> None:
+    """Print the table of every map at one smoothing and append its rows to ``--csv``."""
+    rows = evaluate(data, model, args, sigma)
     settings = {
         "category": args.category,
         "tag": args.tag,
@@ -285,16 +312,21 @@ def main() -> None:
         "flip": args.flip,
         "segment": f"w{args.segment_width}/s{args.segment_stride}" if args.segment else "",
         "seed": args.seed,
+        "checkpoint": str(args.checkpoint or ""),
+        "sigma": sigma,
         "train_s": round(seconds),
     }
     print(f"\n{settings}")
-    print("| map | image AUROC | pixel AUROC | synthetic (label-free criterion) |\n|---|---|---|---|")
+    print("| map | image AUROC | pixel AUROC | PRO | synthetic (label-free criterion) |\n|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['map']} | {row['image_AUROC']:.3f} | {row['pixel_AUROC']:.3f} | {row['synthetic']:.3f} |")
+        print(
+            f"| {row['map']} | {row['image_AUROC']:.3f} | {row['pixel_AUROC']:.3f} | {row['PRO']:.3f} "
+            f"| {row['synthetic']:.3f} |"
+        )
     args.csv.parent.mkdir(parents=True, exist_ok=True)
     new = not args.csv.exists()
     with args.csv.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=[*settings, "map", "image_AUROC", "pixel_AUROC", "synthetic"])
+        writer = csv.DictWriter(handle, fieldnames=[*settings, "map", "image_AUROC", "pixel_AUROC", "PRO", "synthetic"])
         if new:
             writer.writeheader()
         for row in rows:
