@@ -121,8 +121,9 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
             ``[0, 1]`` (``(1 - w) * reconstruction error + w * latent error``, each on its normal scale
             when ``normalization`` is not ``"none"``).
         error_measure: How the image and its reconstruction are compared: ``"l2"``, ``"ssim"`` or
-            ``"msgms"`` (see :mod:`.anomaly_map`), or ``"auto"``: each epoch the one (or their equal mix)
-            that best finds synthetic defects on held-out normal images (see :mod:`.map_choice`; the default).
+            ``"msgms"`` (see :mod:`.anomaly_map`), or ``"auto"``: each epoch MSGMS or the equal mix of all three,
+            whichever finds synthetic defects on held-out normal images best (see :mod:`.map_choice`; the
+            default).
         normalization: Statistics of held-out normal training images that put the map on a normal
             scale: ``"none"``, ``"global"`` (one mean and spread) or ``"pixel"`` (per pixel; aligned
             products), or ``"auto"`` (chosen like ``error_measure="auto"``; the default). A fifth of the training
