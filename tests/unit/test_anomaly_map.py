@@ -200,9 +200,9 @@ def test_auto_map_stores_the_chosen_candidate() -> None:
     generator = model.anomaly_map
     assert generator.measures == (ErrorMeasure.L2, ErrorMeasure.SSIM, ErrorMeasure.MSGMS)
     candidates = map_candidates(generator.measure, generator.normalization)
-    # MSGMS alone and the equal mix (L2 and SSIM alone only when asked for, e.g. by the quality probe).
+    # L2 alone, MSGMS alone and the equal mix (SSIM alone only when asked for, e.g. by the quality probe).
     assert [candidate.name for candidate in candidates] == [
-        f"{label}/{norm}" for norm in ("global", "pixel") for label in ("msgms", "mix")
+        f"{label}/{norm}" for norm in ("global", "pixel") for label in ("l2", "msgms", "mix")
     ]
     every = map_candidates(generator.measure, generator.normalization, alone=generator.measures)
     assert [candidate.name for candidate in every] == [

@@ -121,7 +121,7 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
             ``[0, 1]`` (``(1 - w) * reconstruction error + w * latent error``, each on its normal scale
             when ``normalization`` is not ``"none"``).
         error_measure: How the image and its reconstruction are compared: ``"l2"``, ``"ssim"`` or
-            ``"msgms"`` (see :mod:`.anomaly_map`), or ``"auto"``: each epoch MSGMS or the equal mix of all three,
+            ``"msgms"`` (see :mod:`.anomaly_map`), or ``"auto"``: each epoch L2, MSGMS or the equal mix of all three,
             whichever finds synthetic defects on held-out normal images best (see :mod:`.map_choice`; the
             default).
         normalization: Statistics of held-out normal training images that put the map on a normal
