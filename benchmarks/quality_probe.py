@@ -314,7 +314,7 @@ def report(data: dict, model: MemoryAutoencoder, args: argparse.Namespace, sigma
         "seed": args.seed,
         "checkpoint": str(args.checkpoint or ""),
         "sigma": sigma,
-        "train_s": round(seconds),
+        "train_s": round(seconds) if args.checkpoint is None else 0,  # a scored checkpoint trains nothing
     }
     print(f"\n{settings}")
     print("| map | image AUROC | pixel AUROC | PRO | synthetic (label-free criterion) |\n|---|---|---|---|---|")
