@@ -38,6 +38,7 @@ from anomalib_divass import DivideAssemble
 from anomalib_divass.data.image import read_image
 from anomalib_divass.models.divide_assemble.anomaly_map import (
     MEASURES,
+    SPREAD_FLOOR,
     AnomalyMapGenerator,
     ErrorMeasure,
     Normalization,
@@ -189,27 +190,43 @@ def _row(
     synthetic: float = float("nan"),
     region_masks: torch.Tensor | None = None,
 ) -> dict:
+    """Image AUROC from the map at ``sigma``; pixel AUROC and PRO from the map at ``map_sigma``, as the model."""
+    localized = generator.localize(anomaly_map)
     pro = float("nan")
     if region_masks is not None:  # the leaderboard's PRO: anomalib's AUPRO up to 30 % false positives
         metric = _AUPRO(fpr_limit=0.3)
-        metric.update(anomaly_map[:, 0], region_masks[:, 0].int())
+        metric.update(localized[:, 0], region_masks[:, 0].int())
         pro = float(metric.compute())
     return {
         "map": name,
         "image_AUROC": roc_auc_score(labels, generator.score(anomaly_map).numpy()),
-        "pixel_AUROC": roc_auc_score(masks, anomaly_map.flatten().numpy()),
+        "pixel_AUROC": roc_auc_score(masks, localized.flatten().numpy()),
         "PRO": pro,
         "synthetic": synthetic,
     }
 
 
-def evaluate(data: dict, model: MemoryAutoencoder, args: argparse.Namespace, sigma: float) -> list[dict]:
-    """Score the test set with every candidate map; beside it, the model's label-free criterion for it."""
+def evaluate(
+    data: dict,
+    model: MemoryAutoencoder,
+    args: argparse.Namespace,
+    sigma: float,
+    map_sigma: float,
+    discriminator: torch.nn.Module | None = None,
+) -> list[dict]:
+    """Score the test set with every candidate map; beside it, the model's label-free criterion for it.
+
+    With a ``discriminator`` (a scored checkpoint) the chosen map is also scored as DAAD+ for each
+    ``--latent-weight``: ``(1 - w) * map + w * latent error``, the latent error on the chosen normal scale.
+    """
     heldout, test = data["heldout"], data["test"]
     labels = data["labels"].numpy()
     masks = data["masks"].flatten().numpy().astype(bool)
     regions = data["masks"] if args.pro else None
-    generator = AnomalyMapGenerator(ErrorMeasure.AUTO, Normalization.AUTO, sigma=sigma * args.size / 256)
+    scale = args.size / 256
+    generator = AnomalyMapGenerator(
+        ErrorMeasure.AUTO, Normalization.AUTO, sigma=sigma * scale, map_sigma=max(sigma, map_sigma) * scale
+    )
     candidates = [
         *map_candidates(ErrorMeasure.AUTO, Normalization.NONE, alone=MEASURES),
         *map_candidates(ErrorMeasure.AUTO, Normalization.AUTO, alone=MEASURES),
@@ -240,7 +257,7 @@ def evaluate(data: dict, model: MemoryAutoencoder, args: argparse.Namespace, sig
         if candidate.normalization is Normalization.NONE:
             mean, spread = torch.zeros(()), torch.ones(())
         else:
-            mean, spread = statistics.result(candidate.normalization)
+            mean, spread = statistics.result(candidate.normalization, args.spread_floor)
         weights = torch.tensor(candidate.weights).reshape(1, -1, 1, 1)
         anomaly_map = (((raw - mean) / spread) * weights).sum(dim=1, keepdim=True)
         if segment is not None and candidate.normalization is not Normalization.NONE:  # both on the normal scale
@@ -248,7 +265,46 @@ def evaluate(data: dict, model: MemoryAutoencoder, args: argparse.Namespace, sig
             rows.append(_row(f"head + {candidate.name}", combined, labels, masks, generator, region_masks=regions))
         name = candidate.name + (" (chosen)" if index == chosen else "")
         rows.append(_row(name, anomaly_map, labels, masks, generator, float(criteria[index]), regions))
+        if index == chosen and discriminator is not None:
+            latent_statistics = NormalStatistics()
+            block = args.latent_block
+            latent_statistics.update(latent_error(generator, discriminator, heldout, heldout_rebuilt, block))
+            latent_map = latent_error(generator, discriminator, test, test_rebuilt, block)
+            latent_mean, latent_spread = latent_statistics.result(candidate.normalization)
+            latent_map = (latent_map - latent_mean) / latent_spread
+            for weight in args.latent_weight:
+                mixed = (1 - weight) * anomaly_map + weight * latent_map
+                name = f"DAAD+ {candidate.name} w={weight} block {block}"
+                rows.append(_row(name, mixed, labels, masks, generator, region_masks=regions))
     return rows
+
+
+@torch.no_grad()
+def latent_error(
+    generator: AnomalyMapGenerator,
+    discriminator: torch.nn.Module,
+    images: torch.Tensor,
+    rebuilt: torch.Tensor,
+    block: int = -1,
+) -> torch.Tensor:
+    """The discriminator's latent error maps ``(B, 1, H, W)`` of images and their reconstructions (smoothed).
+
+    ``block``: which stride-2 block's features (-1: the last, the model's latent; 0: the first).
+    """
+
+    def features(batch: torch.Tensor) -> torch.Tensor:
+        outputs = []
+        for layer in discriminator.features:
+            batch = layer(batch)
+            if isinstance(layer, torch.nn.LeakyReLU):
+                outputs.append(batch)
+        return outputs[block]
+
+    maps = []
+    for start in range(0, len(images), 32):
+        latent, latent_rebuilt = features(images[start : start + 32]), features(rebuilt[start : start + 32])
+        maps.append(generator.latent_error(latent, latent_rebuilt, images.shape[-2:]))
+    return torch.cat(maps)
 
 
 def main() -> None:
@@ -271,6 +327,32 @@ def main() -> None:
     parser.add_argument("--segment-width", type=int, default=16, help="width of the segmentation head")
     parser.add_argument("--segment-stride", type=int, default=2, help="resolution divisor of the segmentation head")
     parser.add_argument("--sigma", type=float, nargs="+", default=[4.0], help="map smoothing(s), pixels at 256 px")
+    parser.add_argument(
+        "--map-sigma",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        help="smoothing(s) of the map for pixel AUROC and PRO (the model's map_sigma; below --sigma: --sigma)",
+    )
+    parser.add_argument(
+        "--latent-weight",
+        type=float,
+        nargs="*",
+        default=[],
+        help="with --checkpoint: also score the chosen map as DAAD+ with these latent weights",
+    )
+    parser.add_argument(
+        "--spread-floor",
+        type=float,
+        default=SPREAD_FLOOR,
+        help="share of the whole map's spread added to each pixel's spread (per-pixel normalisation)",
+    )
+    parser.add_argument(
+        "--latent-block",
+        type=int,
+        default=-1,
+        help="discriminator block whose features give the latent error (-1: the last, as the model)",
+    )
     parser.add_argument("--pro", action="store_true", help="also compute PRO (anomalib's AUPRO, FPR 0.3; slower)")
     parser.add_argument("--checkpoint", type=Path, help="score this trained DivideAssemble checkpoint; no training")
     parser.add_argument("--seed", type=int, default=0)
@@ -285,20 +367,31 @@ def main() -> None:
         f"{len(data['test'])} test images",
         flush=True,
     )
+    discriminator = None
     if args.checkpoint is not None:
-        model = DivideAssemble.load_from_checkpoint(args.checkpoint, map_location="cpu").model.autoencoder.eval()
+        network = DivideAssemble.load_from_checkpoint(args.checkpoint, map_location="cpu").model.eval()
+        model, discriminator = network.autoencoder, network.discriminator
     else:
         model = train(data, args)
         args.csv.parent.mkdir(parents=True, exist_ok=True)
         torch.save(model, args.csv.parent / f"{args.category}_{args.tag or 'probe'}_seed{args.seed}.pt")
     seconds = time.perf_counter() - start
     for sigma in args.sigma:
-        report(data, model, args, sigma, seconds)
+        for map_sigma in args.map_sigma:
+            report(data, model, args, sigma, max(sigma, map_sigma), seconds, discriminator)
 
 
-def report(data: dict, model: MemoryAutoencoder, args: argparse.Namespace, sigma: float, seconds: float) -> None:
+def report(
+    data: dict,
+    model: MemoryAutoencoder,
+    args: argparse.Namespace,
+    sigma: float,
+    map_sigma: float,
+    seconds: float,
+    discriminator: torch.nn.Module | None = None,
+) -> None:
     """Print the table of every map at one smoothing and append its rows to ``--csv``."""
-    rows = evaluate(data, model, args, sigma)
+    rows = evaluate(data, model, args, sigma, map_sigma, discriminator)
     settings = {
         "category": args.category,
         "tag": args.tag,
@@ -314,6 +407,8 @@ def report(data: dict, model: MemoryAutoencoder, args: argparse.Namespace, sigma
         "seed": args.seed,
         "checkpoint": str(args.checkpoint or ""),
         "sigma": sigma,
+        "map_sigma": map_sigma,
+        "spread_floor": args.spread_floor,
         "train_s": round(seconds) if args.checkpoint is None else 0,  # a scored checkpoint trains nothing
     }
     print(f"\n{settings}")

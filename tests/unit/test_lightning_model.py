@@ -107,7 +107,20 @@ def test_training_length_defaults_instead_of_lightnings_1000_epochs(monkeypatch:
     trainer.fit(model, train_dataloaders=_loader([torch.rand(2, 3, 32, 32)]))
     assert trainer.current_epoch == 2
     explicit = _trainer(epochs=1)
-    explicit.fit(
-        bare_model(pre_processor=False), train_dataloaders=_loader([torch.rand(2, 3, 32, 32)])
-    )
+    explicit.fit(bare_model(pre_processor=False), train_dataloaders=_loader([torch.rand(2, 3, 32, 32)]))
     assert explicit.current_epoch == 1
+
+
+def test_checkpoint_from_before_map_sigma_keeps_its_one_smoothing(tmp_path: Path) -> None:
+    trained = DivideAssemble(**SMALL)
+    hparams = {name: value for name, value in trained.hparams.items() if name != "map_sigma"}
+    path = tmp_path / "model.ckpt"
+    torch.save(
+        {"hyper_parameters": hparams, "pytorch-lightning_version": "2.6", "state_dict": trained.state_dict()}, path
+    )
+    loaded = DivideAssemble.load_from_checkpoint(path)
+    # Its pixel threshold was computed on maps smoothed once: the output map must stay that map.
+    assert loaded.model.anomaly_map.map_sigma == loaded.model.anomaly_map.sigma == 4.0
+    maps = torch.rand(1, 1, 32, 32)
+    assert torch.equal(loaded.model.anomaly_map.localize(maps), maps)
+    assert DivideAssemble(**SMALL).model.anomaly_map.map_sigma == 8.0  # new models: the wider localisation map

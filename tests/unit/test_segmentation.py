@@ -63,8 +63,10 @@ def test_eval_map_is_the_smoothed_defect_probability() -> None:
     with torch.no_grad():
         output = model.model(images)
         reconstruction = model.model.autoencoder(images).image
-        expected = model.model.anomaly_map.blur(torch.sigmoid(model.model.segmenter(images, reconstruction)))
-    torch.testing.assert_close(output.anomaly_map, expected)
+        smoothed = model.model.anomaly_map.blur(torch.sigmoid(model.model.segmenter(images, reconstruction)))
+    # The score comes from the probability at sigma, the output map is smoothed on to map_sigma.
+    torch.testing.assert_close(output.pred_score, model.model.anomaly_map.score(smoothed))
+    torch.testing.assert_close(output.anomaly_map, model.model.anomaly_map.localize(smoothed))
     assert bool(((output.anomaly_map >= 0) & (output.anomaly_map <= 1)).all())
 
 

@@ -139,3 +139,39 @@ def test_map_is_error_where_images_differ() -> None:
     assert AnomalyMapGenerator(top_fraction=1.0).score(anomaly_map).item() == pytest.approx(anomaly_map.mean().item())
     top = AnomalyMapGenerator(top_fraction=0.1).score(anomaly_map).item()
     assert anomaly_map.mean().item() < top < anomaly_map.max().item()
+
+
+def test_localized_map_is_the_score_map_smoothed_on_to_map_sigma() -> None:
+    maps = torch.rand(2, 1, 96, 80)
+    generator = AnomalyMapGenerator(sigma=4.0, map_sigma=8.0)
+    once = SeparableGaussianBlur(8.0)(maps)
+    twice = generator.localize(SeparableGaussianBlur(4.0)(maps))
+    # Gaussians compose (variances add); away from the reflected borders the two agree.
+    assert torch.allclose(twice[..., 32:-32, 32:-32], once[..., 32:-32, 32:-32], atol=1e-4)
+    assert torch.equal(AnomalyMapGenerator(sigma=4.0).localize(maps), maps)
+    with pytest.raises(ValueError, match="map_sigma"):
+        AnomalyMapGenerator(sigma=4.0, map_sigma=2.0)
+
+
+def test_score_comes_from_the_sharper_map_and_the_map_from_the_wider_one() -> None:
+    torch.manual_seed(0)
+    sharp, wide = (
+        DivideAssembleModel(MemoryAutoencoder(**SMALL), Discriminator(channels=(8, 16)), generator).eval()
+        for generator in (AnomalyMapGenerator(sigma=1.0), AnomalyMapGenerator(sigma=1.0, map_sigma=3.0))
+    )
+    wide.load_state_dict(sharp.state_dict())
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        reference, output = sharp(images), wide(images)
+    assert torch.allclose(output.pred_score, reference.pred_score)
+    assert torch.allclose(output.anomaly_map, wide.anomaly_map.localize(reference.anomaly_map))
+    assert output.anomaly_map.std() < reference.anomaly_map.std()
+
+
+def test_smoothing_wider_than_a_small_map_is_cut_to_the_map_and_keeps_its_mean() -> None:
+    maps = torch.rand(1, 1, 12, 20)
+    smoothed = SeparableGaussianBlur(8.0)(maps)  # radius 32: longer than both sides
+    assert smoothed.shape == maps.shape
+    assert torch.isfinite(smoothed).all()
+    assert smoothed.std() < maps.std()
+    assert torch.allclose(SeparableGaussianBlur(8.0)(torch.ones(1, 1, 12, 20)), torch.ones(1, 1, 12, 20))

@@ -35,6 +35,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from enum import Enum
 
 import torch
@@ -120,13 +121,13 @@ class SeparableGaussianBlur(nn.Module):
 
         Built outside ``torch.inference_mode`` even when first asked for inside it (``Engine.test`` and
         ``predict`` run there): a cached inference tensor would break a later export in the same process.
+        On a side no longer than the kernel's radius (a small image with a wide smoothing) the kernel is
+        cut to ``size - 1`` taps each way, so that one reflection reaches every tap.
         """
         if size not in self._matrices:
-            if size <= self.radius:
-                msg = f"A {size}-pixel side is too small for Gaussian smoothing with sigma {self.sigma}."
-                raise ValueError(msg)
+            radius = min(self.radius, size - 1)
             with torch.inference_mode(False):
-                taps = torch.arange(-self.radius, self.radius + 1)
+                taps = torch.arange(-radius, radius + 1)
                 weights = torch.exp(-0.5 * (taps / self.sigma) ** 2)
                 columns = torch.arange(size)[:, None] + taps[None, :]
                 columns = columns.abs()  # reflect at the start
@@ -250,6 +251,10 @@ class GradientSimilarityError(nn.Module):
         return total / self.scales
 
 
+# Share of the whole map's spread added to each pixel's spread when normalising per pixel.
+SPREAD_FLOOR = 0.1
+
+
 class NormalStatistics:
     """Running mean and spread of error maps of normal images, per pixel and over the whole map.
 
@@ -306,14 +311,17 @@ class NormalStatistics:
         self.total = totals[1 : 1 + size].reshape(1, *shape)
         self.squares = totals[1 + size :].reshape(1, *shape)
 
-    def result(self, normalization: Normalization | str) -> tuple[torch.Tensor, torch.Tensor]:
+    def result(
+        self, normalization: Normalization | str, floor: float = SPREAD_FLOOR
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and spread ``(1, M, H, W)`` (``"pixel"``) or ``(1, M, 1, 1)`` (``"global"``), float32.
 
-        The per-pixel spread gets a tenth of the whole map's spread added, so that a pixel whose
+        The per-pixel spread gets ``floor`` times the whole map's spread added, so that a pixel whose
         few held-out values happened to agree does not turn noise into a large normalised error.
 
         Args:
             normalization: ``"pixel"`` or ``"global"``.
+            floor: Share of the whole map's spread added to every pixel's spread (``"pixel"`` only).
 
         Returns:
             ``(mean, spread)``.
@@ -329,7 +337,7 @@ class NormalStatistics:
         if Normalization(normalization) is Normalization.GLOBAL:
             return global_mean.float(), global_spread.float()
         mean = self.total / self.count
-        spread = (self.squares / self.count - mean.pow(2)).clamp_min(0).sqrt() + 0.1 * global_spread
+        spread = (self.squares / self.count - mean.pow(2)).clamp_min(0).sqrt() + floor * global_spread
         return mean.float(), spread.float()
 
 
@@ -343,7 +351,11 @@ class AnomalyMapGenerator(nn.Module):
         latent_weight: Share of the discriminator's latent error in the map (DAAD+), in ``[0, 1]``:
             ``(1 - w) * reconstruction error + w * latent error``, each on its own normal scale when
             ``normalization`` is not ``"none"``. 0 gives DAAD.
-        sigma: Standard deviation of the Gaussian smoothing, in pixels; 0 disables it.
+        sigma: Standard deviation of the Gaussian smoothing, in pixels; 0 disables it. The image score is
+            taken from this map.
+        map_sigma: Smoothing of the anomaly map that is returned for localisation (:meth:`localize`), at
+            least ``sigma``; ``None``: ``sigma``. A wider smoothing fills a defect's area more evenly (pixel
+            AUROC, PRO) while the image score keeps the sharper map (a small defect is not diluted).
         top_fraction: Fraction of the highest map pixels averaged into the image score.
 
     Example:
@@ -359,6 +371,7 @@ class AnomalyMapGenerator(nn.Module):
         normalization: Normalization | str = Normalization.NONE,
         latent_weight: float = 0.0,
         sigma: float = 4.0,
+        map_sigma: float | None = None,
         top_fraction: float = 0.01,
     ) -> None:
         super().__init__()
@@ -372,7 +385,9 @@ class AnomalyMapGenerator(nn.Module):
         self.normalization = Normalization(normalization)
         self.latent_weight = latent_weight
         self.top_fraction = top_fraction
+        self.sigma = sigma
         self.blur: nn.Module = SeparableGaussianBlur(sigma) if sigma > 0 else nn.Identity()
+        self.set_map_sigma(map_sigma)
         # "auto" computes every measure; ``measure_weights`` (chosen from normal images) mixes them.
         self.measures = MEASURES if self.measure is ErrorMeasure.AUTO else (self.measure,)
         self.errors = nn.ModuleList(
@@ -476,6 +491,21 @@ class AnomalyMapGenerator(nn.Module):
             latent_map = self.normalize(self.latent_error(latent, latent_reconstructed, images.shape[-2:]), "latent")
             anomaly_map = (1 - self.latent_weight) * anomaly_map + self.latent_weight * latent_map
         return anomaly_map
+
+    def set_map_sigma(self, map_sigma: float | None) -> None:
+        """Set the smoothing of the map for localisation (``None``: ``sigma``, one smoothing for both)."""
+        map_sigma = self.sigma if map_sigma is None else map_sigma
+        if map_sigma < self.sigma:
+            msg = f"map_sigma ({map_sigma}) must be at least sigma ({self.sigma}): the map is smoothed further."
+            raise ValueError(msg)
+        self.map_sigma = map_sigma
+        # Two Gaussians compose into one whose variance is the sum: sigma^2 + extra^2 = map_sigma^2.
+        extra = math.sqrt(map_sigma**2 - self.sigma**2)
+        self.localize_blur: nn.Module = SeparableGaussianBlur(extra) if extra > 0 else nn.Identity()
+
+    def localize(self, anomaly_map: torch.Tensor) -> torch.Tensor:
+        """The map for localisation: :meth:`forward`'s map ``(B, 1, H, W)`` smoothed on to ``map_sigma``."""
+        return self.localize_blur(anomaly_map)
 
     def mix(self, maps: torch.Tensor) -> torch.Tensor:
         """Mix normalised maps ``(B, M, H, W)`` of the measures with ``measure_weights`` into ``(B, 1, H, W)``."""

@@ -296,4 +296,7 @@ class DivideAssembleModel(nn.Module):
         if self.segmenter is not None:
             defects = torch.sigmoid(self.segmenter(images, reconstruction.image))
         anomaly_map = self.anomaly_map(images, reconstruction.image, latent, latent_reconstructed, defects)
-        return InferenceBatch(pred_score=self.anomaly_map.score(anomaly_map), anomaly_map=anomaly_map)
+        return InferenceBatch(
+            pred_score=self.anomaly_map.score(anomaly_map),
+            anomaly_map=self.anomaly_map.localize(anomaly_map),
+        )
