@@ -124,3 +124,9 @@ def test_checkpoint_from_before_map_sigma_keeps_its_one_smoothing(tmp_path: Path
     maps = torch.rand(1, 1, 32, 32)
     assert torch.equal(loaded.model.anomaly_map.localize(maps), maps)
     assert DivideAssemble(**SMALL).model.anomaly_map.map_sigma == 8.0  # new models: the wider localisation map
+
+
+def test_map_sigma_below_sigma_is_refused_with_the_fix() -> None:
+    with pytest.raises(ValueError, match=r"map_sigma \(8.0\) must be at least --model.sigma \(10.0\).*null"):
+        bare_model(sigma=10.0)
+    assert bare_model(sigma=10.0, map_sigma=None).model.anomaly_map.map_sigma == 10.0

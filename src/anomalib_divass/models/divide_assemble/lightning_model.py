@@ -710,6 +710,13 @@ def _check_arguments(arguments: dict[str, Any]) -> None:
     _check_range("temperature", arguments["temperature"], 0.0, math.inf, low_open=True)
     _check_range("sigma", arguments["sigma"], 0.0, 64.0)
     if arguments.get("map_sigma") is not None:
+        if arguments["map_sigma"] < arguments["sigma"]:
+            msg = (
+                f"--model.map_sigma ({arguments['map_sigma']}) must be at least --model.sigma ({arguments['sigma']}): "
+                "the output map is the score's map smoothed further. Set --model.map_sigma to sigma or wider, "
+                "or to null for one smoothing."
+            )
+            raise ValueError(msg)
         _check_range("map_sigma", arguments["map_sigma"], arguments["sigma"], 64.0)
     _check_range("score_top_fraction", arguments["score_top_fraction"], 0.0, 1.0, low_open=True)
     _check_range("lr", arguments["lr"], 0.0, 1.0, low_open=True)
