@@ -270,7 +270,7 @@ def evaluate(
             block = args.latent_block
             latent_statistics.update(latent_error(generator, discriminator, heldout, heldout_rebuilt, block))
             latent_map = latent_error(generator, discriminator, test, test_rebuilt, block)
-            latent_mean, latent_spread = latent_statistics.result(candidate.normalization)
+            latent_mean, latent_spread = latent_statistics.result(candidate.normalization, args.spread_floor)
             latent_map = (latent_map - latent_mean) / latent_spread
             for weight in args.latent_weight:
                 mixed = (1 - weight) * anomaly_map + weight * latent_map

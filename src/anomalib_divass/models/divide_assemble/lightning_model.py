@@ -244,7 +244,7 @@ class DivideAssemble(DeploymentMixin, AnomalibModule):
                 normalization=Normalization.NONE if arguments.get("segmentation") else arguments["normalization"],
                 latent_weight=arguments["latent_weight"] if variant.scores_latent else 0.0,
                 sigma=arguments["sigma"],
-                map_sigma=arguments.get("map_sigma", arguments["sigma"]),  # older checkpoints: one smoothing
+                map_sigma=arguments["map_sigma"],  # older checkpoints: on_load_checkpoint restores one smoothing
                 top_fraction=arguments["score_top_fraction"],
             ),
             (
@@ -717,7 +717,7 @@ def _check_arguments(arguments: dict[str, Any]) -> None:
                 "or to null for one smoothing."
             )
             raise ValueError(msg)
-        _check_range("map_sigma", arguments["map_sigma"], arguments["sigma"], 64.0)
+        _check_range("map_sigma", arguments["map_sigma"], 0.0, 64.0)
     _check_range("score_top_fraction", arguments["score_top_fraction"], 0.0, 1.0, low_open=True)
     _check_range("lr", arguments["lr"], 0.0, 1.0, low_open=True)
     _check_range("latent_weight", arguments["latent_weight"], 0.0, 1.0)
